@@ -1,0 +1,69 @@
+// Messages between Raft cores. One flat struct for every type, as in etcd's
+// raftpb.Message: the fields a type does not use stay at their defaults.
+// The wire form lives in proto/raft.proto; server/ converts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "raft/types.h"
+
+namespace quorumkv::raft {
+
+enum class MessageType : uint8_t {
+  kRequestVote,
+  kRequestVoteResponse,
+  kAppendEntries,  // also the heartbeat, with `heartbeat` set
+  kAppendEntriesResponse,
+  kInstallSnapshot,
+  kInstallSnapshotResponse,
+  kTimeoutNow,
+  kReadIndex,          // follower -> leader: "give me a read index"
+  kReadIndexResponse,  // leader -> follower
+};
+const char* MessageTypeName(MessageType type);
+
+struct Message {
+  MessageType type = MessageType::kAppendEntries;
+  NodeId from;
+  NodeId to;
+  Term term;
+
+  // kRequestVote / kRequestVoteResponse
+  bool pre_vote = false;
+  bool leadership_transfer = false;  // campaign started by TimeoutNow
+  Index last_log_index;
+  Term last_log_term;
+  bool vote_granted = false;
+
+  // kAppendEntries
+  Index prev_log_index;
+  Term prev_log_term;
+  std::vector<Entry> entries;
+  Index leader_commit;
+  bool heartbeat = false;
+  // The leader's heartbeat round this message belongs to; echoed in the
+  // response. A quorum of echoes of round r proves the leader was still
+  // leader after round r was sent (ReadIndex, leases).
+  uint64_t read_round = 0;
+
+  // kAppendEntriesResponse / kInstallSnapshotResponse
+  bool success = false;
+  Index match_index;     // on success: last index known to match
+  Index rejected_index;  // on rejection: the request's prev_log_index
+  Index conflict_index;  // on rejection: fast back-tracking hint
+  Term conflict_term;
+
+  // kInstallSnapshot
+  Snapshot snapshot;
+
+  // kReadIndex / kReadIndexResponse
+  uint64_t read_id = 0;
+  Index read_index;
+  bool lease_read = false;  // kReadIndex: the leader may answer from its lease
+
+  std::string DebugString() const;
+};
+
+}  // namespace quorumkv::raft
