@@ -52,6 +52,12 @@ class Progress {
   void SentAppend(Index last_index_sent, bool had_entries);
   // Frees the in-flight slots of messages ending at or below `index`.
   void FreeInflightsTo(Index index);
+  // Frees the oldest in-flight slot, whatever it holds: a heartbeat answer
+  // proves the peer is reachable, so a window filled by lost messages must
+  // not stall replication forever (etcd's FreeFirstOne).
+  void FreeFirstInflight() {
+    if (!inflight_.empty()) inflight_.pop_front();
+  }
   size_t inflight_count() const { return inflight_.size(); }
 
  private:

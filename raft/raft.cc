@@ -564,8 +564,11 @@ void Raft::HandleAppendResponse(const Message& m) {
     // A heartbeat answer unblocks a probe whose message may have been lost,
     // and frees one in-flight slot of a full pipeline (etcd).
     if (pr.state == ProgressState::kProbe) pr.probe_sent = false;
-    if (pr.state == ProgressState::kReplicate && pr.IsPaused()) pr.FreeInflightsTo(pr.match_index + 1);
-    if (pr.match_index < log_.LastIndex()) FlushAppendTo(m.from, false);
+    if (pr.state == ProgressState::kReplicate && pr.IsPaused()) pr.FreeFirstInflight();
+    // Send even if there is nothing new (etcd's sendAppend): in the replicate
+    // state next_index may already be past entries whose message was lost;
+    // the (possibly empty) append gets rejected and replication backs up.
+    if (pr.match_index < log_.LastIndex()) FlushAppendTo(m.from, true);
     return;
   }
 

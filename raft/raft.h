@@ -159,9 +159,14 @@ class Raft {
   Index last_index() const { return log_.LastIndex(); }
   // The configuration in effect: the latest one in the log, committed or not.
   const ConfState& conf_state() const { return conf_; }
+  // Whether the latest configuration entry in the log is not yet committed.
+  bool HasPendingConfChange() const;
   // Whether a lease read would be served now (leader only).
   bool LeaseValid() const;
   NodeStatus GetStatus() const;
+  // The whole log (durable and not yet durable), read-only: for tests and
+  // the simulator's invariant checks.
+  const RaftLog& raft_log() const { return log_; }
   // The first storage failure, if any (sticky).
   const absl::Status& storage_error() const { return log_.error(); }
 
@@ -213,7 +218,6 @@ class Raft {
   void ApplyConfChangesIn(const std::vector<Entry>& entries);
   void RebuildConfiguration();
   void SetConf(const ConfState& conf);
-  bool HasPendingConfChange() const;
   bool CommittedEntryInCurrentTerm() const;
   void MaybePromoteLearners();
   void MaybeStepDownAfterRemoval();

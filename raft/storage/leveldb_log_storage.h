@@ -1,0 +1,210 @@
+// The Raft log on disk: a LogStorage backed by one LevelDB database per node.
+//
+// Design note (LogCabin style): the on-disk format and why every crash
+// leaves a log the core can trust.
+//
+// Layout. One LevelDB database in `dir`, opened with paranoid_checks and
+// read with verify_checksums, holding four kinds of keys (format.h is the
+// executable form of this list):
+//
+//   "e" + index (8 bytes, big-endian)  one log entry. Big-endian so LevelDB's
+//                                      bytewise order is index order: the log
+//                                      is one contiguous, ordered key range.
+//   "h"                                the hard state (current_term,
+//                                      voted_for, commit_index).
+//   "m"                                metadata: on-disk format version, and
+//                                      the (cluster_id, node_id) identity the
+//                                      server stamps on the directory so a
+//                                      data dir of another cluster or node is
+//                                      refused (0 = not set yet).
+//   "s"                                the snapshot metadata (index, term,
+//                                      ConfState): the compaction point.
+//
+// Every value is crc32c(body) (4 bytes, little-endian) followed by the body,
+// fixed-width fields little-endian. An entry's body is index u64, term u64,
+// type u8, then the data; the index inside the body must equal the index in
+// the key, so a record written under the wrong key is caught too. LevelDB's
+// own block checksums catch damage to its files; ours catch damage to one
+// value that still parses as a LevelDB record (and bugs that write garbage),
+// and they travel with the record through compactions.
+//
+// Invariants checked at Open (a full scan) and on every read: the entries
+// are exactly [snapshot.index + 1, last] with no gap, every record's
+// checksum matches, every key's index equals its record's index, and terms
+// never decrease (starting from the snapshot's term), and the hard state's
+// commit index is at most the last index (the driver persists a commit index
+// only with or after the entries it covers: a larger one means the tail of
+// the log was lost, which no gap would show). Any violation, and any
+// LevelDB Corruption status, is DATA_LOSS naming the directory and the index
+// ("raft log /data/n1/raft: entry 1234 failed its checksum ..."). Nothing is
+// ever truncated, skipped or repaired silently: serving a damaged log could
+// make this node vote or acknowledge on data it no longer has.
+//
+// Writes. Each Persist (one Ready) and each Compact is exactly one LevelDB
+// WriteBatch, written with WriteOptions::sync = Options::sync (true by
+// default: one fsync per Ready, the group commit of DESIGN.md section 4).
+// A batch is validated completely before anything is written, and the
+// in-memory view is updated only after LevelDB reports the batch durable.
+//
+// Crash cases.
+// - Crash in the middle of a batch (before Persist returns). LevelDB writes
+//   the batch as one checksummed record (or a run of fragments) in its
+//   write-ahead .log; at recovery a torn final record is discarded whole. So
+//   the log is exactly as after the previous Persist, or exactly as after
+//   this one: never half a snapshot install, never entries without the hard
+//   state written with them. Raft tolerates losing the batch because the
+//   driver sends nothing that depends on it before Persist returns
+//   (persistence contract, raft.h).
+// - Crash after Persist returned (sync = true). The .log was fdatasync'ed,
+//   so the batch survives power loss. With sync = false (tests, benchmarks
+//   only) a process crash keeps it (it is in the page cache) but a power
+//   loss may drop a suffix of recent batches, each still whole.
+// - Crash during Compact. The deletions of the compacted entries and the new
+//   snapshot metadata are one batch: either the old compaction point with
+//   all its entries, or the new one without them. The state machine's
+//   snapshot covers at least meta.index before Compact is called, so either
+//   outcome is consistent with it.
+// - Crash while creating the directory or the database. Each directory we
+//   create is fsync'ed into its parent. A database that LevelDB created but
+//   that holds no metadata record yet is empty, and is initialized again at
+//   the next Open; a non-empty database without a metadata record is refused
+//   (DATA_LOSS): it is not ours, or our metadata is gone.
+// - Crash during SetIdentity: one synced Put of the metadata record; old or
+//   new, never a mix.
+// - A write or fsync that fails. Its outcome on disk is unknown (after a
+//   failed fsync the kernel may have dropped the dirty pages: etcd #14370,
+//   PITFALLS "fsync and files"), so the error is returned and this object
+//   refuses every later write with the same error; the driver treats it as
+//   fatal and a restart reloads the truth from disk. Never retried here.
+//
+// What LevelDB cannot tell apart: a torn tail of its .log (a crash mid-write)
+// and a .log whose tail was truncated later. Both recover to a consistent
+// earlier state (a prefix of the batches); a flipped byte anywhere in a
+// .log record or an .ldb table, or a truncated table, is reported as
+// corruption and refused.
+//
+// Memory: the hard state, the snapshot metadata, the identity, and the term
+// of every entry (8 bytes each), so TermAt, FirstIndex and LastIndex never
+// touch the disk. Entries reads LevelDB.
+//
+// Not thread-safe, like every LogStorage: the node's thread owns it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "raft/log_storage.h"
+#include "raft/types.h"
+
+namespace leveldb {
+class Cache;
+class DB;
+class Status;
+class WriteBatch;
+}  // namespace leveldb
+
+namespace quorumkv::raft {
+
+struct LevelDbLogStorageOptions {
+  // Each Persist and Compact is written with WriteOptions::sync. Turn off
+  // only for tests and benchmarks: the persistence contract needs it on.
+  bool sync = true;
+  // LevelDB's block cache (speeds up Entries for followers catching up);
+  // 0 leaves LevelDB's built-in 8 MiB cache.
+  size_t block_cache_bytes = 8 << 20;
+  // LevelDB's memtable size before it is flushed to a table file.
+  size_t write_buffer_bytes = 4 << 20;
+};
+
+// Which cluster and which node a data directory belongs to.
+struct StorageIdentity {
+  uint64_t cluster_id = 0;
+  NodeId node_id;
+  bool operator==(const StorageIdentity&) const = default;
+};
+
+class LevelDbLogStorage final : public LogStorage {
+ public:
+  using Options = LevelDbLogStorageOptions;
+
+  // Opens the log in `dir`, creating the directory (and its parents, each
+  // fsync'ed into its parent) and an empty log if missing, then loads and
+  // verifies every record (see the design note). DATA_LOSS on any
+  // corruption; FAILED_PRECONDITION if `dir` is not a directory or holds
+  // another on-disk format version; other codes for I/O errors (LevelDB's
+  // lock held by another process or handle is one).
+  static absl::StatusOr<std::unique_ptr<LevelDbLogStorage>> Open(const std::string& dir,
+                                                                   const Options& options);
+
+  LevelDbLogStorage(const LevelDbLogStorage&) = delete;
+  LevelDbLogStorage& operator=(const LevelDbLogStorage&) = delete;
+  ~LevelDbLogStorage() override;
+
+  HardState hard_state() const override { return hard_state_; }
+  SnapshotMeta snapshot_meta() const override { return snapshot_; }
+  Index FirstIndex() const override { return snapshot_.index + 1; }
+  Index LastIndex() const override { return snapshot_.index + terms_.size(); }
+  absl::StatusOr<Term> TermAt(Index i) const override;
+  absl::StatusOr<std::vector<Entry>> Entries(Index lo, Index hi,
+                                             uint64_t max_bytes) const override;
+  // Same semantics as MemoryLogStorage::Persist, plus: the whole batch is
+  // validated before anything is written (a rejected batch changes nothing),
+  // and a batch whose entries are not consecutive is rejected.
+  absl::Status Persist(const PersistBatch& batch) override;
+  // Same semantics as MemoryLogStorage::Compact, plus: meta.term must be the
+  // term of entry meta.index (INVALID_ARGUMENT otherwise), because it becomes
+  // TermAt(meta.index) for every later consistency check.
+  absl::Status Compact(const SnapshotMeta& meta) override;
+
+  // The identity stamped on this directory; nullopt until SetIdentity.
+  std::optional<StorageIdentity> identity() const;
+  // Stamps the directory durably (always synced). Both ids must be nonzero.
+  // Idempotent for the same identity; FAILED_PRECONDITION for a different
+  // one: a directory never changes owner.
+  absl::Status SetIdentity(uint64_t cluster_id, NodeId node_id);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  LevelDbLogStorage(std::string dir, const Options& options);
+
+  // Reads the metadata, hard state and snapshot records and scans every
+  // entry, checking the invariants of the design note.
+  absl::Status Load();
+  // Writes `batch` with the given sync flag; remembers a failure (sticky).
+  absl::Status Commit(leveldb::WriteBatch& batch, bool sync, absl::string_view what);
+  // Refuses writes after a failed one.
+  absl::Status CheckWritable() const;
+  // "raft log DIR: " + message.
+  std::string Describe(absl::string_view message) const;
+  // A LevelDB status as an absl::Status (Corruption is DATA_LOSS).
+  absl::Status FromLevelDb(const leveldb::Status& s, absl::string_view context) const;
+  // The same for reads of the log, where an I/O error is DATA_LOSS too.
+  absl::Status FromLevelDbRead(const leveldb::Status& s, absl::string_view context) const;
+
+  const std::string dir_;
+  const Options options_;
+  // Declared before db_ so it is destroyed after it.
+  std::unique_ptr<leveldb::Cache> block_cache_;
+  std::unique_ptr<leveldb::DB> db_;
+
+  // Mirrors of the durable records, updated only after a successful write.
+  StorageIdentity identity_;  // cluster_id == 0: not set
+  HardState hard_state_;
+  SnapshotMeta snapshot_;
+  // terms_[k] is the term of entry snapshot_.index + 1 + k. Invariant: one
+  // per stored entry, so LastIndex() == snapshot_.index + terms_.size().
+  std::deque<Term> terms_;
+  // The first failed write, if any: every later write returns it.
+  absl::Status write_error_;
+};
+
+}  // namespace quorumkv::raft
