@@ -34,8 +34,10 @@
 // never decrease (starting from the snapshot's term), and the hard state's
 // commit index is at most the last index (the driver persists a commit index
 // only with or after the entries it covers: a larger one means the tail of
-// the log was lost, which no gap would show). Any violation, and any
-// LevelDB Corruption status, is DATA_LOSS naming the directory and the index
+// the log was lost, which no gap would show). Any violation, any LevelDB
+// Corruption status, and any I/O error while reading the log (LevelDB
+// reports a truncated table file that way) is DATA_LOSS naming the
+// directory and the index
 // ("raft log /data/n1/raft: entry 1234 failed its checksum ..."). Nothing is
 // ever truncated, skipped or repaired silently: serving a damaged log could
 // make this node vote or acknowledge on data it no longer has.
@@ -55,7 +57,7 @@
 //   state written with them. Raft tolerates losing the batch because the
 //   driver sends nothing that depends on it before Persist returns
 //   (persistence contract, raft.h).
-// - Crash after Persist returned (sync = true). The .log was fdatasync'ed,
+// - Crash after Persist returned (sync = true). The .log was synced,
 //   so the batch survives power loss. With sync = false (tests, benchmarks
 //   only) a process crash keeps it (it is in the page cache) but a power
 //   loss may drop a suffix of recent batches, each still whole.

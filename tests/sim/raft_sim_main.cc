@@ -2,7 +2,7 @@
 //
 //   raft_sim --seeds N --seed-start S --nodes K [--jobs J] [--history-out F]
 //            [--fault-ms MS] [--liveness-ms MS] [--clients C] [--keys K]
-//            [--no-crashes] [--no-partitions] [--no-lossy-network]
+//            [--no-crashes] [--no-pauses] [--no-partitions] [--no-lossy-network]
 //            [--no-membership] [--no-transfers] [--no-snapshots]
 //            [--no-clock-skew] [--no-lease-reads] [--no-follower-reads]
 //            [--check-determinism] [--verbose]
@@ -33,7 +33,7 @@ void Usage() {
   std::fprintf(stderr,
                "usage: raft_sim [--seeds N] [--seed-start S] [--nodes 3|5|7] [--jobs J]\n"
                "                [--history-out FILE] [--fault-ms MS] [--liveness-ms MS]\n"
-               "                [--clients C] [--keys K] [--no-crashes] [--no-partitions]\n"
+               "                [--clients C] [--keys K] [--no-crashes] [--no-pauses] [--no-partitions]\n"
                "                [--no-lossy-network] [--no-membership] [--no-transfers]\n"
                "                [--no-snapshots] [--no-clock-skew] [--no-lease-reads]\n"
                "                [--no-follower-reads] [--check-determinism] [--verbose]\n"
@@ -99,6 +99,8 @@ int main(int argc, char** argv) {
       base.history_out = argv[++i];
     } else if (a == "--no-crashes") {
       base.crashes = false;
+    } else if (a == "--no-pauses") {
+      base.pauses = false;
     } else if (a == "--no-partitions") {
       base.partitions = false;
     } else if (a == "--no-lossy-network") {

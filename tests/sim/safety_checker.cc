@@ -97,6 +97,20 @@ Violation SafetyChecker::OnPersist(NodeId node, const raft::PersistBatch& batch,
   if (!batch.entries.empty()) {
     const Index first = batch.entries.front().index;
     size_t keep = first - log.base_index - 1;
+    // Entries this node already held durably from `first` on are replaced:
+    // none of them may be a committed entry (a stale node may write an
+    // uncommitted entry of its own at a committed index, but a node that
+    // holds a committed entry never loses it).
+    for (size_t k = keep; k < log.prefix.size(); ++k) {
+      const Index i = log.base_index + (k + 1);
+      Term committed_term;
+      if (CommittedTermAt(i, &committed_term) && committed_[i.value() - 1].second == log.prefix[k]) {
+        const Entry& replacement = batch.entries[std::min(k - keep, batch.entries.size() - 1)];
+        if (replacement.index == i && replacement.term == log.terms[k]) continue;  // rewritten as is
+        return {"Durability", "node " + S(node) + " replaced its committed entry " + S(i) + " (term " +
+                                  S(committed_term) + ")"};
+      }
+    }
     log.prefix.resize(keep);
     log.terms.resize(keep);
     uint64_t prev = keep == 0 ? log.base_hash : log.prefix.back();
@@ -107,12 +121,6 @@ Violation SafetyChecker::OnPersist(NodeId node, const raft::PersistBatch& batch,
         return {"Log Matching", "node " + S(node) + " holds entry " + S(e.index) + "/" + S(e.term) +
                                     " whose log prefix differs from another node's entry " +
                                     S(e.index) + "/" + S(e.term)};
-      }
-      Term committed_term;
-      if (CommittedTermAt(e.index, &committed_term) &&
-          (committed_term != e.term || committed_[e.index.value() - 1].second != h)) {
-        return {"Durability", "node " + S(node) + " overwrote committed entry " + S(e.index) +
-                                  " (term " + S(committed_term) + ") with term " + S(e.term)};
       }
       log.prefix.push_back(h);
       log.terms.push_back(e.term);

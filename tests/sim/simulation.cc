@@ -114,6 +114,39 @@ struct ClientOp {
   Index read_index;
 };
 
+enum class EvKind : uint8_t {
+  kTick,
+  kDeliver,
+  kPersistDone,
+  kClientNext,
+  kClientTimeout,
+  kNemesis,
+  kRestart,
+  kHealPartition,
+  kCalmNetwork,
+  kSnapshotDone,
+  kRetire,
+  kClientArrive,  // a client request reaches its node (node, aux = op id)
+  kResume,        // a paused node resumes (node, incarnation)
+};
+
+struct Event {
+  int64_t time = 0;
+  uint64_t seq = 0;
+  EvKind kind = EvKind::kTick;
+  uint64_t node = 0;  // node id value, or client index
+  uint64_t incarnation = 0;
+  uint64_t aux = 0;
+  uint64_t aux2 = 0;
+  std::shared_ptr<Message> msg;
+};
+
+struct EventLater {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.time != b.time ? a.time > b.time : a.seq > b.seq;
+  }
+};
+
 struct SimNode {
   NodeId id;
   bool exists = false;   // created (initial member or added later)
@@ -137,37 +170,10 @@ struct SimNode {
   std::map<uint64_t, uint64_t> pending_writes;  // index -> op id
   std::map<uint64_t, uint64_t> pending_reads;   // read id -> op id
   std::set<uint64_t> reads_waiting_apply;       // op ids
-};
-
-enum class EvKind : uint8_t {
-  kTick,
-  kDeliver,
-  kPersistDone,
-  kClientNext,
-  kClientTimeout,
-  kNemesis,
-  kRestart,
-  kHealPartition,
-  kCalmNetwork,
-  kSnapshotDone,
-  kRetire,
-};
-
-struct Event {
-  int64_t time = 0;
-  uint64_t seq = 0;
-  EvKind kind = EvKind::kTick;
-  uint64_t node = 0;  // node id value, or client index
-  uint64_t incarnation = 0;
-  uint64_t aux = 0;
-  uint64_t aux2 = 0;
-  std::shared_ptr<Message> msg;
-};
-
-struct EventLater {
-  bool operator()(const Event& a, const Event& b) const {
-    return a.time != b.time ? a.time > b.time : a.seq > b.seq;
-  }
+  // A paused process (SIGSTOP): its events wait here until it resumes.
+  bool paused = false;
+  int64_t paused_at = 0;
+  std::vector<Event> held;
 };
 
 class Simulation {
@@ -205,6 +211,10 @@ class Simulation {
 
   // Clients.
   void ClientNext(int client);
+  void ClientArrive(uint64_t op_id);
+  void Pause();
+  void Resume(SimNode& n);
+  bool HoldIfPaused(const Event& ev);
   void CompleteOp(uint64_t op_id, EventType type, std::optional<std::string> value = std::nullopt);
   void RecordInvoke(const ClientOp& op);
   NodeId PickTarget(int client);
@@ -252,6 +262,7 @@ class Simulation {
   double drop_rate_ = 0.0;
   double dup_rate_ = 0.0;
   int64_t max_delay_us_ = 3000;
+  double slow_rate_ = 0.0;
 
   // Clients and their history.
   std::vector<std::optional<uint64_t>> client_op_;  // outstanding op per client
@@ -324,6 +335,8 @@ void Simulation::CrashNode(SimNode& n) {
   n.alive = false;
   n.core.reset();
   n.ready_in_flight.reset();  // an unfinished persist is lost
+  n.paused = false;
+  n.held.clear();
   ++n.incarnation;
   std::vector<uint64_t> lost;
   for (auto& [idx, op] : n.pending_writes) lost.push_back(op);
@@ -548,7 +561,10 @@ void Simulation::SendMessages(SimNode& n, std::vector<Message>& msgs) {
     int copies = rng_.Chance(dup_rate_) ? 2 : 1;
     auto shared = std::make_shared<Message>(std::move(m));
     for (int i = 0; i < copies; ++i) {
-      Schedule(now_ + rng_.Range(100, max_delay_us_), EvKind::kDeliver, 0, 0, 0, 0, shared);
+      // Mostly quick, with a tail of very late messages: a late answer must
+      // not be taken as fresh evidence of leadership.
+      int64_t delay = rng_.Chance(slow_rate_) ? rng_.Range(50'000, 400'000) : rng_.Range(100, max_delay_us_);
+      Schedule(now_ + delay, EvKind::kDeliver, 0, 0, 0, 0, shared);
     }
   }
 }
@@ -641,13 +657,20 @@ void Simulation::ClientNext(int client) {
   ops_[op.op_id] = op;
   client_op_[client] = op.op_id;
   RecordInvoke(op);
-  const uint64_t id = op.op_id;
+  Schedule(now_ + kClientTimeoutUs, EvKind::kClientTimeout, op.op_id);
+  Schedule(now_ + rng_.Range(50, 500), EvKind::kClientArrive, op.node.value(), 0, op.op_id);
+}
+
+void Simulation::ClientArrive(uint64_t id) {
+  auto it = ops_.find(id);
+  if (it == ops_.end()) return;  // timed out meanwhile
+  const ClientOp op = it->second;
+  const int client = op.client;
   SimNode* n = Node(op.node);
   if (n == nullptr || !n->alive) {
     CompleteOp(id, EventType::kFail);  // connection refused: nothing was sent
     return;
   }
-  Schedule(now_ + kClientTimeoutUs, EvKind::kClientTimeout, id);
   if (op.f == Function::kGet && op.consistency == Consistency::kSerializable) {
     auto v = n->kv.find(op.key);
     CompleteOp(id, EventType::kOk, v == n->kv.end() ? std::nullopt : std::optional<std::string>(v->second));
@@ -697,7 +720,8 @@ void Simulation::ClientNext(int client) {
 SimNode* Simulation::CurrentLeader() {
   SimNode* best = nullptr;
   for (auto& [id, n] : nodes_) {
-    if (n.alive && n.core->role() == Role::kLeader && (best == nullptr || n.core->term() > best->core->term())) {
+    if (n.alive && !n.paused && n.core->role() == Role::kLeader &&
+        (best == nullptr || n.core->term() > best->core->term())) {
       best = &n;
     }
   }
@@ -722,7 +746,7 @@ void Simulation::Partition() {
   ++partition_generation_;
   ++result_.stats.partitions;
   SimNode* leader = CurrentLeader();
-  const uint64_t kind = rng_.Uniform(5);
+  const uint64_t kind = rng_.Uniform(6);
   std::string what;
   auto isolate = [&](NodeId x) {
     for (NodeId y : ids) {
@@ -753,6 +777,20 @@ void Simulation::Partition() {
     }
     what = std::string(kind == 4 ? "bridge" : "halves") + " cut=" + S(cut) +
            (kind == 4 ? " bridge=n" + S(bridge) : "");
+  } else if (kind == 5) {
+    // Random directed links down: partial and asymmetric partitions, where
+    // PreVote and CheckQuorum must cooperate to stay live (Cloudflare 2020).
+    const double p = 0.15 + 0.35 * rng_.Real();
+    size_t n = 0;
+    for (NodeId x : ids) {
+      for (NodeId y : ids) {
+        if (x != y && rng_.Chance(p)) {
+          BlockLink(x, y);
+          ++n;
+        }
+      }
+    }
+    what = "random links down: " + S(static_cast<uint64_t>(n));
   } else {
     // One-way links: a node that can send but not receive, or the reverse.
     NodeId x = (leader != nullptr && rng_.Chance(0.5)) ? leader->id : ids[rng_.Uniform(ids.size())];
@@ -817,6 +855,7 @@ void Simulation::Nemesis() {
   if (opts_.lossy_network) kinds.push_back(3);
   if (opts_.membership) kinds.insert(kinds.end(), {4, 4});
   if (opts_.transfers) kinds.push_back(5);
+  if (opts_.pauses) kinds.insert(kinds.end(), {6, 6});
   if (!kinds.empty()) {
     switch (kinds[rng_.Uniform(kinds.size())]) {
       case 0: {  // crash a random node
@@ -842,6 +881,7 @@ void Simulation::Nemesis() {
         drop_rate_ = rng_.Real() * 0.25;
         dup_rate_ = rng_.Real() * 0.1;
         max_delay_us_ = rng_.Range(2'000, 60'000);
+        slow_rate_ = rng_.Real() * 0.05;
         Trace("NETWORK drop=" + std::to_string(drop_rate_) + " dup=" + std::to_string(dup_rate_) +
               " max_delay_us=" + S(static_cast<uint64_t>(max_delay_us_)));
         Schedule(now_ + rng_.Range(300'000, 3'000'000), EvKind::kCalmNetwork);
@@ -859,6 +899,9 @@ void Simulation::Nemesis() {
           ProcessReady(*leader);
         }
         break;
+      case 6:
+        Pause();
+        break;
     }
   }
   Schedule(now_ + rng_.Range(100'000, 900'000), EvKind::kNemesis);
@@ -870,6 +913,7 @@ void Simulation::HealAll() {
   blocked_.clear();
   drop_rate_ = 0;
   dup_rate_ = 0;
+  slow_rate_ = 0;
   max_delay_us_ = 3000;
   Trace("HEAL: partitions removed, network calm, crashed nodes restart");
   for (auto& [id, n] : nodes_) {
@@ -882,7 +926,9 @@ void Simulation::CheckLeases() {
   // it would serve a lease read at is the newest anywhere: no node may
   // lead a later term or know of a later commit (thesis §6.4.1).
   for (auto& [lid, l] : nodes_) {
-    if (!l.alive || l.core->role() != Role::kLeader || !l.core->LeaseValid()) continue;
+    // A paused leader serves nothing; when it resumes it first catches up
+    // its ticks, which ends the lease.
+    if (!l.alive || l.paused || l.core->role() != Role::kLeader || !l.core->LeaseValid()) continue;
     for (auto& [nid, n] : nodes_) {
       if (!n.alive || nid == lid) continue;
       if (n.core->role() == Role::kLeader && n.core->term() > l.core->term()) {
@@ -925,8 +971,71 @@ void Simulation::CheckLiveness() {
 
 // ---------------------------------------------------------------------------
 
-void Simulation::Dispatch(Event& ev) {
+bool Simulation::HoldIfPaused(const Event& ev) {
+  uint64_t target = 0;
   switch (ev.kind) {
+    case EvKind::kTick:
+    case EvKind::kPersistDone:
+    case EvKind::kSnapshotDone:
+    case EvKind::kClientArrive:
+      target = ev.node;
+      break;
+    case EvKind::kDeliver:
+      target = ev.msg->to.value();
+      break;
+    default:
+      return false;
+  }
+  SimNode* n = Node(NodeId(target));
+  if (n == nullptr || !n->alive || !n->paused) return false;
+  n->held.push_back(ev);
+  return true;
+}
+
+void Simulation::Pause() {
+  std::vector<SimNode*> alive = AliveNodes();
+  if (alive.empty()) return;
+  SimNode* leader = CurrentLeader();
+  SimNode* n = (leader != nullptr && rng_.Chance(0.5)) ? leader : alive[rng_.Uniform(alive.size())];
+  if (n->paused) return;
+  n->paused = true;
+  n->paused_at = now_;
+  // Sometimes well beyond an election timeout (etcd #20418).
+  const int64_t duration = rng_.Chance(0.5) ? rng_.Range(20'000, 150'000) : rng_.Range(150'000, 1'500'000);
+  Trace("PAUSE n" + S(n->id) + " for " + S(static_cast<uint64_t>(duration / 1000)) + "ms");
+  Schedule(now_ + duration, EvKind::kResume, n->id.value(), n->incarnation);
+}
+
+void Simulation::Resume(SimNode& n) {
+  n.paused = false;
+  Trace("RESUME n" + S(n.id));
+  // The driver first catches its ticks up with the steady clock, then
+  // handles what queued up meanwhile (the order kvserver's loop follows:
+  // leases and CheckQuorum see the time that really passed).
+  const int64_t missed = static_cast<int64_t>((now_ - n.paused_at) / (kTickUs * n.tick_scale));
+  for (int64_t i = 0; i < missed && n.alive; ++i) {
+    (void)n.core->Tick();
+    ProcessReady(n);
+  }
+  std::vector<Event> held = std::move(n.held);
+  n.held.clear();
+  for (Event& ev : held) {
+    if (stopped_) return;
+    Dispatch(ev);
+  }
+}
+
+void Simulation::Dispatch(Event& ev) {
+  if (HoldIfPaused(ev)) return;
+  switch (ev.kind) {
+    case EvKind::kClientArrive:
+      ClientArrive(ev.aux);
+      break;
+    case EvKind::kResume: {
+      SimNode* n = Node(NodeId(ev.node));
+      if (n != nullptr && n->alive && n->paused && n->incarnation == ev.incarnation) Resume(*n);
+      break;
+    }
     case EvKind::kTick: {
       SimNode* n = Node(NodeId(ev.node));
       if (n != nullptr && n->alive && n->incarnation == ev.incarnation) OnTick(*n);
@@ -963,6 +1072,7 @@ void Simulation::Dispatch(Event& ev) {
     case EvKind::kCalmNetwork:
       drop_rate_ = 0;
       dup_rate_ = 0;
+      slow_rate_ = 0;
       max_delay_us_ = 3000;
       break;
     case EvKind::kSnapshotDone: {

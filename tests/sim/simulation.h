@@ -34,6 +34,7 @@ struct SimOptions {
   int keys = 3;
   // Fault kinds; all on by default.
   bool crashes = true;
+  bool pauses = true;  // SIGSTOP-like pauses, leaders included
   bool partitions = true;
   bool lossy_network = true;
   bool membership = true;
