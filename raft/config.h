@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,6 +20,9 @@ struct Config {
   // (no hard state, no snapshot). A node that joins an existing cluster
   // leaves this empty and learns its configuration from the leader.
   std::vector<NodeId> initial_voters;
+  // Opaque context of each initial voter's bootstrap entry (the server puts
+  // the member's addresses there); must be the same on every founding node.
+  std::map<NodeId, std::string> initial_voter_contexts;
 
   // A follower starts an election after a randomized timeout in
   // [election_timeout_ticks, 2 * election_timeout_ticks).

@@ -53,7 +53,9 @@ absl::Status Raft::Init(Index applied_index) {
     std::sort(voters.begin(), voters.end());
     std::vector<Entry> entries;
     for (size_t i = 0; i < voters.size(); ++i) {
-      ConfChange cc{ConfChangeType::kAddVoter, voters[i], ""};
+      auto context = config_.initial_voter_contexts.find(voters[i]);
+      ConfChange cc{ConfChangeType::kAddVoter, voters[i],
+                    context == config_.initial_voter_contexts.end() ? "" : context->second};
       entries.push_back(Entry{Index(i + 1), Term(1), EntryType::kConfChange, cc.Encode()});
     }
     log_.Append(entries);
@@ -233,8 +235,10 @@ void Raft::TickHeartbeat() {
   ++heartbeat_elapsed_;
   // CheckQuorum: a leader that has not heard from a quorum within an
   // election timeout steps down, so a partitioned leader does not linger
-  // (and PreVote plus CheckQuorum keep partial partitions live).
-  if (conf_.IsVoter(id_) && !QuorumRecentlyActive(config_.election_timeout_ticks)) {
+  // (and PreVote plus CheckQuorum keep partial partitions live). This holds
+  // for a leader that removed itself too (the quorum is then of the other
+  // voters): cut off from them, it could never commit its removal.
+  if (!QuorumRecentlyActive(config_.election_timeout_ticks)) {
     BecomeFollower(term_, kNoNode);
     return;
   }

@@ -1,0 +1,272 @@
+// Integration tests on real kvserver processes on 127.0.0.1 (DESIGN.md §6,
+// layer 3). Each test starts its own cluster on free ports and stops it.
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "grpcpp/grpcpp.h"
+#include "leveldb/db.h"
+#include "kv.grpc.pb.h"
+#include "raft/storage/format.h"
+#include "tests/integration/process_cluster.h"
+
+namespace quorumkv::testing {
+namespace {
+
+using quorumkv::v1::Consistency;
+
+constexpr absl::Duration kLeaderWait = absl::Seconds(10);
+
+// Short timeouts keep the tests quick; snapshots come early so that a new
+// node catches up through one.
+ClusterOptions FastCluster(int nodes = 3) {
+  ClusterOptions o;
+  o.nodes = nodes;
+  o.extra_flags = {"--tick-ms=10", "--election-ticks=15", "--snapshot-min-entries=200",
+                   "--snapshot-min-bytes=0", "--snapshot-trailing-entries=20"};
+  return o;
+}
+
+std::string Dump(ProcessCluster& c) {
+  std::string out;
+  for (const auto& [id, n] : c.nodes()) out += c.LogTail(id, 15);
+  return out;
+}
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  void StartCluster(const ClusterOptions& o) {
+    cluster_ = std::make_unique<ProcessCluster>(o);
+    ASSERT_TRUE(cluster_->Start());
+    leader_ = cluster_->WaitForLeader(kLeaderWait);
+    ASSERT_TRUE(leader_.has_value()) << Dump(*cluster_);
+  }
+  std::unique_ptr<ProcessCluster> cluster_;
+  std::optional<uint64_t> leader_;
+};
+
+TEST_F(IntegrationTest, ThreeNodesElectExactlyOneLeader) {
+  StartCluster(FastCluster());
+  std::set<uint64_t> leaders;
+  int leader_roles = 0;
+  for (const auto& [id, n] : cluster_->nodes()) {
+    auto s = cluster_->Status(id);
+    ASSERT_TRUE(s.ok()) << s.status();
+    leaders.insert(s->leader_id());
+    if (s->role() == "leader") ++leader_roles;
+    EXPECT_EQ(s->members_size(), 3);
+  }
+  EXPECT_EQ(leaders.size(), 1u);
+  EXPECT_EQ(leader_roles, 1);
+}
+
+TEST_F(IntegrationTest, PutGetDeleteThroughEveryNode) {
+  StartCluster(FastCluster());
+  for (const auto& [id, n] : cluster_->nodes()) {
+    auto c = cluster_->ClientFor(id);
+    const std::string key = "key-from-" + std::to_string(id);
+    ASSERT_TRUE(c->Put(key, "v" + std::to_string(id)).ok());
+    for (const auto& [rid, rn] : cluster_->nodes()) {
+      auto got = cluster_->ClientFor(rid)->Get(key, quorumkv::v1::LINEARIZABLE);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(got->has_value());
+      EXPECT_EQ(**got, "v" + std::to_string(id));
+    }
+    auto deleted = c->Delete(key);
+    ASSERT_TRUE(deleted.ok()) << deleted.status();
+    EXPECT_TRUE(*deleted);
+    auto gone = cluster_->ClientFor(id)->Get(key, quorumkv::v1::LINEARIZABLE);
+    ASSERT_TRUE(gone.ok());
+    EXPECT_FALSE(gone->has_value());
+  }
+  // Lease and serializable reads answer too.
+  ASSERT_TRUE(cluster_->ClientFor(*leader_)->Put("k", "v").ok());
+  auto lease = cluster_->ClientFor(*leader_)->Get("k", quorumkv::v1::LEASE);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(lease->value_or(""), "v");
+  ASSERT_TRUE(cluster_->WaitForApplied(cluster_->Status(*leader_)->commit_index(), absl::Seconds(5)));
+  for (const auto& [id, n] : cluster_->nodes()) {
+    auto s = cluster_->ClientFor(id)->Get("k", quorumkv::v1::SERIALIZABLE);
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->value_or(""), "v");
+  }
+}
+
+TEST_F(IntegrationTest, LinearizableReadOnFollowerSeesAcknowledgedWrite) {
+  StartCluster(FastCluster());
+  auto leader = cluster_->ClientFor(*leader_);
+  for (int i = 0; i < 50; ++i) {
+    const std::string value = "v" + std::to_string(i);
+    ASSERT_TRUE(leader->Put("hot", value).ok());
+    for (const auto& [id, n] : cluster_->nodes()) {
+      if (id == *leader_) continue;
+      auto got = cluster_->ClientFor(id)->Get("hot", quorumkv::v1::LINEARIZABLE);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->value_or("<absent>"), value) << "follower " << id << " served a stale linearizable read";
+    }
+  }
+}
+
+TEST_F(IntegrationTest, KillLeaderUnderWritesLosesNoAcknowledgedWrite) {
+  StartCluster(FastCluster());
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::string> acked;
+  std::thread writer([&] {
+    auto c = cluster_->Client(absl::Seconds(20));
+    for (int i = 0; i < 100000 && !stop.load(); ++i) {
+      const std::string key = "w" + std::to_string(i);
+      if (c->Put(key, key).ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        acked.push_back(key);
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const uint64_t old_leader = *leader_;
+  cluster_->Kill(old_leader);
+  const absl::Time killed = absl::Now();
+  auto new_leader = cluster_->WaitForLeader(kLeaderWait);
+  ASSERT_TRUE(new_leader.has_value()) << Dump(*cluster_);
+  EXPECT_NE(*new_leader, old_leader);
+  std::printf("new leader %llu elected %.0f ms after kill -9 of leader %llu\n",
+              static_cast<unsigned long long>(*new_leader), absl::ToDoubleMilliseconds(absl::Now() - killed),
+              static_cast<unsigned long long>(old_leader));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(cluster_->Restart(old_leader));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  writer.join();
+  ASSERT_GT(acked.size(), 10u);
+  // Every acknowledged write is on every node, the restarted one included.
+  auto commit = cluster_->Status(*new_leader);
+  ASSERT_TRUE(commit.ok());
+  ASSERT_TRUE(cluster_->WaitForApplied(commit->commit_index(), absl::Seconds(15))) << Dump(*cluster_);
+  for (const auto& [id, n] : cluster_->nodes()) {
+    auto c = cluster_->ClientFor(id);
+    for (const std::string& key : acked) {
+      auto got = c->Get(key, quorumkv::v1::SERIALIZABLE);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->value_or("<lost>"), key) << "node " << id << " lost acknowledged write " << key;
+    }
+  }
+}
+
+TEST_F(IntegrationTest, NewNodeJoinsAsLearnerCatchesUpThroughSnapshotAndIsPromoted) {
+  StartCluster(FastCluster());
+  auto c = cluster_->Client();
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(c->Put("key" + std::to_string(i), "value" + std::to_string(i)).ok());
+  ProcessNode& n4 = cluster_->PrepareNode();
+  auto added = c->AddMember(n4.id, n4.peer_endpoint(), n4.client_endpoint(), /*as_voter=*/false);
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_TRUE(cluster_->StartNode(n4.id));
+  // Caught up, then auto-promoted to voter.
+  bool voter = false;
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < end && !voter) {
+    auto members = c->ListMembers();
+    if (members.ok()) {
+      for (const auto& m : *members) {
+        if (m.id() == n4.id && m.role() == quorumkv::v1::VOTER) voter = true;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(voter) << Dump(*cluster_);
+  auto got = cluster_->ClientFor(n4.id)->Get("key999", quorumkv::v1::LINEARIZABLE);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->value_or(""), "value999");
+  EXPECT_NE(cluster_->LogTail(n4.id, 200).find("installed a snapshot"), std::string::npos)
+      << "node 4 should have caught up through a snapshot\n"
+      << cluster_->LogTail(n4.id, 40);
+}
+
+TEST_F(IntegrationTest, RemoveNodeAndTransferLeadership) {
+  StartCluster(FastCluster());
+  auto c = cluster_->Client();
+  ASSERT_TRUE(c->Put("before", "1").ok());
+  // Transfer to a chosen follower.
+  uint64_t target = *leader_ == 1 ? 2 : 1;
+  auto transferred = c->TransferLeadership(target);
+  ASSERT_TRUE(transferred.ok()) << transferred.status();
+  EXPECT_EQ(*transferred, target);
+  auto leader = cluster_->WaitForLeader(kLeaderWait);
+  ASSERT_TRUE(leader.has_value());
+  EXPECT_EQ(*leader, target);
+  // Remove a follower; the cluster goes on with two voters.
+  uint64_t victim = 0;
+  for (const auto& [id, n] : cluster_->nodes()) {
+    if (id != target) victim = id;
+  }
+  auto removed = c->RemoveMember(victim);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->size(), 2u);
+  cluster_->Terminate(victim);
+  auto c2 = cluster_->Client();
+  ASSERT_TRUE(c2->Put("after", "2").ok());
+  auto got = c2->Get("before", quorumkv::v1::LINEARIZABLE);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value_or(""), "1");
+}
+
+TEST_F(IntegrationTest, WholeClusterRestartKeepsData) {
+  StartCluster(FastCluster());
+  auto c = cluster_->Client();
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(c->Put("r" + std::to_string(i), std::to_string(i)).ok());
+  for (const auto& [id, n] : cluster_->nodes()) EXPECT_EQ(cluster_->TerminateAndStatus(id), 0) << "clean shutdown";
+  for (const auto& [id, n] : cluster_->nodes()) ASSERT_TRUE(cluster_->Restart(id));
+  ASSERT_TRUE(cluster_->WaitForLeader(kLeaderWait).has_value()) << Dump(*cluster_);
+  auto c2 = cluster_->Client();
+  for (int i = 0; i < 300; ++i) {
+    auto got = c2->Get("r" + std::to_string(i), quorumkv::v1::LINEARIZABLE);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->value_or("<lost>"), std::to_string(i));
+  }
+}
+
+TEST_F(IntegrationTest, CorruptedLogEntryIsDetectedAtStart) {
+  StartCluster(FastCluster());
+  auto c = cluster_->Client();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(c->Put("c" + std::to_string(i), "x").ok());
+  const uint64_t victim = *leader_ == 3 ? 2 : 3;
+  cluster_->Terminate(victim);
+  {
+    // Flip a byte in the value of entry 5 of the victim's Raft log.
+    leveldb::DB* db = nullptr;
+    leveldb::Options o;
+    ASSERT_TRUE(leveldb::DB::Open(o, cluster_->node(victim).data_dir + "/raft", &db).ok());
+    const std::string key = raft::storage::EntryKey(raft::Index(5));
+    std::string value;
+    ASSERT_TRUE(db->Get(leveldb::ReadOptions(), key, &value).ok());
+    value[value.size() - 1] ^= 0x5a;
+    leveldb::WriteOptions w;
+    w.sync = true;
+    ASSERT_TRUE(db->Put(w, key, value).ok());
+    delete db;
+  }
+  ASSERT_TRUE(cluster_->Restart(victim));
+  auto code = cluster_->WaitExit(victim, absl::Seconds(10));
+  ASSERT_TRUE(code.has_value()) << "a node with a corrupted log must refuse to start";
+  EXPECT_NE(*code, 0);
+  const std::string log = cluster_->LogTail(victim, 5);
+  EXPECT_NE(log.find("DATA_LOSS"), std::string::npos) << log;
+  EXPECT_NE(log.find("entry 5"), std::string::npos) << log;
+}
+
+TEST_F(IntegrationTest, BadInputGetsInvalidArgument) {
+  StartCluster(FastCluster());
+  auto c = cluster_->Client();
+  EXPECT_EQ(c->Put(std::string(5000, 'k'), "v").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Put("k", std::string((1 << 20) + 1, 'v')).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Put("", "v").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Put(std::string("\xff\xfe", 2), "v").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->AddMember(9, "not-an-address", "", false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->AddMember(9, "127.0.0.1:99999", "", false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->RemoveMember(42).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->AddMember(1, "127.0.0.1:1234", "", false).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+}  // namespace
+}  // namespace quorumkv::testing

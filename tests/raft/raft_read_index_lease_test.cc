@@ -1,0 +1,324 @@
+// Linearizable reads: ReadIndex (thesis §6.4) and leader leases (§6.4.1).
+#include <gtest/gtest.h>
+
+#include "tests/raft/raft_test_util.h"
+
+namespace quorumkv::raft::testing {
+namespace {
+
+constexpr int kElection = 10;
+constexpr int kLease = 8;  // election timeout 10 - drift margin 2
+
+std::vector<Message> Heartbeats(const std::vector<Message>& msgs) {
+  std::vector<Message> out;
+  for (const Message& m : OfType(msgs, MessageType::kAppendEntries)) {
+    if (m.heartbeat) out.push_back(m);
+  }
+  return out;
+}
+
+bool HasReadState(const TestNode& n, uint64_t read_id) {
+  for (const ReadState& r : n.read_states) {
+    if (r.read_id == read_id) return true;
+  }
+  return false;
+}
+
+int CountFailed(const TestNode& n, uint64_t read_id) {
+  int count = 0;
+  for (uint64_t id : n.failed_reads) count += id == read_id;
+  return count;
+}
+
+// etcd #7331: right after its election, a leader's commit index may be
+// behind what earlier leaders committed; it answers no read index until an
+// entry of its own term (its no-op) is committed.
+TEST(ReadIndex, Etcd7331_NoReadIndexBeforeLeaderCommitsInItsTerm) {
+  Network net({1, 2, 3});
+  net.drop = [](const Message& m) { return m.type == MessageType::kAppendEntriesResponse && !m.heartbeat; };
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  const Index noop = leader.last_index();
+  ASSERT_LT(leader.commit_index(), noop);
+  ASSERT_TRUE(leader.ReadIndex(7, ReadMode::kReadIndex).ok());
+  ASSERT_TRUE(leader.ReadIndex(8, ReadMode::kLease).ok());
+  net.Drain(1);
+  net.TickAll(3);  // heartbeat rounds are acknowledged, the no-op is not
+  EXPECT_TRUE(net.node(1).read_states.empty());
+  EXPECT_TRUE(net.node(1).failed_reads.empty());
+
+  net.drop = nullptr;
+  net.TickAll(2);
+  ASSERT_EQ(leader.commit_index(), noop);
+  ASSERT_EQ(net.node(1).read_states.size(), 2u);
+  for (const ReadState& r : net.node(1).read_states) EXPECT_EQ(r.read_index, noop);
+}
+
+// Thesis §6.4: the read index is the commit index when the read arrives; it
+// is released only once a quorum acknowledged a heartbeat round sent after
+// the read arrived (an acknowledgement of an earlier round proves nothing).
+TEST(ReadIndex, Section6_4_ReleasedOnlyAfterQuorumAcksALaterRound) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  const Index commit = net.ProposeAndCommit(1, "x");
+  Raft& leader = net.raft(1);
+  const uint64_t term = leader.term().value();
+  ASSERT_TRUE(leader.ReadIndex(7, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> hbs = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(hbs.size(), 2u);
+  const uint64_t round = hbs[0].read_round;
+  EXPECT_TRUE(net.node(1).read_states.empty());
+
+  // Answers to the earlier round, from both followers: not enough.
+  net.node(1).Step(HeartbeatResponse(2, 1, term, round - 1));
+  net.node(1).Step(HeartbeatResponse(3, 1, term, round - 1));
+  net.Drain(1);
+  net.Take([](const Message&) { return true; });
+  EXPECT_TRUE(net.node(1).read_states.empty());
+
+  // One follower answers the new round: with the leader, a quorum of three.
+  net.Send(hbs[0]);
+  net.Deliver();
+  ASSERT_EQ(net.node(1).read_states.size(), 1u);
+  EXPECT_EQ(net.node(1).read_states[0].read_id, 7u);
+  EXPECT_EQ(net.node(1).read_states[0].read_index, commit);
+}
+
+// etcd #20418: a round that was already on its way when the read arrived
+// proves nothing about leadership after the read arrived, even if its
+// answers come in only afterwards.
+TEST(ReadIndex, Etcd20418_RoundSentBeforeTheReadDoesNotReleaseIt) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  net.Tick(1);  // round R goes out; its answers are still to come
+  std::vector<Message> earlier = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(earlier.size(), 2u);
+  ASSERT_TRUE(net.raft(1).ReadIndex(7, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> later = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(later.size(), 2u);
+  ASSERT_GT(later[0].read_round, earlier[0].read_round);
+  for (const Message& hb : earlier) net.Send(hb);
+  net.Deliver();
+  EXPECT_TRUE(net.node(1).read_states.empty()) << "released by a round sent before the read arrived";
+  for (const Message& hb : later) net.Send(hb);
+  net.Deliver();
+  EXPECT_EQ(net.node(1).read_states.size(), 1u);
+}
+
+// etcd #20418: every read — a retry of the same read too — takes a fresh
+// read index and a fresh quorum round.
+TEST(ReadIndex, Etcd20418_EveryReadTakesAFreshRound) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  const uint64_t term = leader.term().value();
+  ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> first = Heartbeats(std::vector<Message>(net.queue().begin(), net.queue().end()));
+  ASSERT_FALSE(first.empty());
+  const uint64_t first_round = first[0].read_round;
+  net.Deliver();
+  ASSERT_EQ(net.node(1).read_states.size(), 1u);
+
+  const Index commit = net.ProposeAndCommit(1, "y");
+  ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());  // the retry
+  net.Drain(1);
+  std::vector<Message> hbs = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(hbs.size(), 2u);
+  EXPECT_GT(hbs[0].read_round, first_round);
+  // Acknowledgements of the round that released the first attempt do not
+  // release the retry.
+  net.node(1).Step(HeartbeatResponse(2, 1, term, hbs[0].read_round - 1));
+  net.node(1).Step(HeartbeatResponse(3, 1, term, hbs[0].read_round - 1));
+  net.Drain(1);
+  net.Take([](const Message&) { return true; });
+  EXPECT_EQ(net.node(1).read_states.size(), 1u);
+  for (const Message& hb : hbs) net.Send(hb);
+  net.Deliver();
+  ASSERT_EQ(net.node(1).read_states.size(), 2u);
+  EXPECT_EQ(net.node(1).read_states[1].read_index, commit);  // fresh index too
+}
+
+// Thesis §6.4: a follower asks the leader; the answer is the leader's commit
+// index (which the follower may not have reached yet).
+TEST(ReadIndex, Section6_4_FollowerReadGetsLeadersCommitIndex) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  // Node 2 misses the new entries: its commit index lags.
+  net.drop = [](const Message& m) { return m.to == N(2) && m.type == MessageType::kAppendEntries && !m.heartbeat; };
+  net.ProposeAndCommit(1, "a");
+  const Index commit = net.ProposeAndCommit(1, "b");
+  ASSERT_LT(net.raft(2).commit_index(), commit);
+  ASSERT_TRUE(net.raft(2).ReadIndex(9, ReadMode::kReadIndex).ok());
+  net.Drain(2);
+  std::vector<Message> fwd = OfType(std::vector<Message>(net.queue().begin(), net.queue().end()),
+                                    MessageType::kReadIndex);
+  ASSERT_EQ(fwd.size(), 1u);
+  EXPECT_EQ(fwd[0].to, N(1));
+  net.Deliver();
+  ASSERT_EQ(net.node(2).read_states.size(), 1u);
+  EXPECT_EQ(net.node(2).read_states[0].read_id, 9u);
+  EXPECT_EQ(net.node(2).read_states[0].read_index, commit);
+  EXPECT_TRUE(net.node(1).read_states.empty());  // the leader's own list is untouched
+}
+
+// Pending reads fail when the leader steps down: the local one, and the one
+// forwarded by a follower (answered with a failure, reported once).
+TEST(ReadIndex, Section6_4_ReadsFailWhenLeaderStepsDown) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.drop = [](const Message& m) { return m.type == MessageType::kAppendEntriesResponse; };
+  ASSERT_TRUE(net.raft(1).ReadIndex(5, ReadMode::kReadIndex).ok());
+  ASSERT_TRUE(net.raft(2).ReadIndex(6, ReadMode::kReadIndex).ok());
+  net.DrainAll();
+  net.Deliver();
+  ASSERT_TRUE(net.node(1).read_states.empty());
+  ASSERT_TRUE(net.node(2).read_states.empty());
+  const uint64_t term = net.raft(1).term().value();
+  net.node(1).Step(AppendRejected(3, 1, term + 1, 0, 0, 0));  // a newer term
+  ASSERT_EQ(net.raft(1).role(), Role::kFollower);
+  net.Drain(1);
+  EXPECT_EQ(CountFailed(net.node(1), 5), 1);
+  net.drop = nullptr;
+  net.Deliver();
+  EXPECT_EQ(CountFailed(net.node(2), 6), 1);
+  EXPECT_FALSE(HasReadState(net.node(2), 6));
+}
+
+// A follower's forwarded read whose answer never comes fails after an
+// election timeout; without a known leader a read is refused at once.
+TEST(ReadIndex, Section6_4_ForwardedReadFailsWithoutAnswer) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.Cut(2, 1);
+  ASSERT_TRUE(net.raft(2).ReadIndex(6, ReadMode::kReadIndex).ok());
+  net.Drain(2);
+  for (int i = 0; i < kElection - 1; ++i) net.Tick(2);
+  net.Drain(2);
+  EXPECT_EQ(CountFailed(net.node(2), 6), 0);
+  net.Tick(2);
+  EXPECT_EQ(CountFailed(net.node(2), 6), 1);
+
+  auto lonely = TestNode::Fresh(4, {4, 5, 6});
+  lonely->Drain();
+  EXPECT_EQ(lonely->raft().ReadIndex(1, ReadMode::kReadIndex).code(), absl::StatusCode::kUnavailable);
+}
+
+// A single-voter leader releases a read in the same Ready: its own
+// acknowledgement is a quorum.
+TEST(ReadIndex, Section6_4_SingleVoterReleasesAtOnce) {
+  auto node = TestNode::Fresh(1, {1});
+  node->Drain();
+  ASSERT_TRUE(TickUntil(*node, [&] { return node->raft().role() == Role::kLeader; }, /*drain=*/true));
+  ASSERT_TRUE(node->raft().ReadIndex(3, ReadMode::kReadIndex).ok());
+  node->Drain();
+  ASSERT_EQ(node->read_states.size(), 1u);
+  EXPECT_EQ(node->read_states[0].read_index, node->raft().commit_index());
+}
+
+// ---------------------------------------------------------------------------
+// Leases (thesis §6.4.1).
+
+TEST(Lease, Section6_4_1_LeaseReadServedWithoutRoundWhileLeaseHolds) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.LeaseValid());
+  ASSERT_TRUE(leader.ReadIndex(4, ReadMode::kLease).ok());
+  std::vector<Message> msgs = net.node(1).Drain();
+  EXPECT_TRUE(Heartbeats(msgs).empty()) << "a lease read needs no round";
+  ASSERT_EQ(net.node(1).read_states.size(), 1u);
+  EXPECT_EQ(net.node(1).read_states[0].read_index, leader.commit_index());
+}
+
+// The lease runs for lease_ticks from the *send* of the last round a quorum
+// acknowledged; without quorum contact a lease read waits for a round, and
+// fails when the leader steps down.
+TEST(Lease, Section6_4_1_LeaseExpiresWithoutQuorumContact) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  Raft& leader = net.raft(1);
+  net.Isolate(1);
+  for (int i = 0; i < kLease - 1; ++i) net.Tick(1);
+  EXPECT_TRUE(leader.LeaseValid());
+  net.Tick(1);
+  EXPECT_FALSE(leader.LeaseValid());
+  ASSERT_TRUE(leader.ReadIndex(4, ReadMode::kLease).ok());
+  net.Drain(1);
+  EXPECT_TRUE(net.node(1).read_states.empty());
+  for (int i = 0; i < kElection && leader.role() == Role::kLeader; ++i) net.Tick(1);
+  ASSERT_EQ(leader.role(), Role::kFollower);
+  EXPECT_EQ(CountFailed(net.node(1), 4), 1);
+}
+
+// The lease starts when the round was sent, not when its answers arrived.
+TEST(Lease, Section6_4_1_LeaseStartsWhenRoundWasSent) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.Isolate(2);
+  net.Isolate(3);
+  net.Tick(1);  // round R goes out at tick t
+  std::vector<Message> round = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(round.size(), 2u);
+  for (int i = 0; i < 3; ++i) net.Tick(1);  // later rounds are lost
+  // Round R's answers arrive only now, at t + 3.
+  net.Rejoin(2);
+  net.Rejoin(3);
+  net.Take([](const Message&) { return true; });
+  for (const Message& hb : round) net.Send(hb);
+  net.Deliver();
+  net.Isolate(2);
+  net.Isolate(3);
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.LeaseValid());
+  for (int i = 0; i < kLease - 4; ++i) net.Tick(1);  // t + 7
+  EXPECT_TRUE(leader.LeaseValid());
+  net.Tick(1);  // t + 8: measured from the answers it would still hold
+  EXPECT_FALSE(leader.LeaseValid());
+}
+
+// Thesis §6.4.1 / §3.10: once TimeoutNow went out, the target may win
+// without waiting for the lease to run out, so no more lease reads.
+TEST(Lease, Section6_4_1_NoLeaseAfterTimeoutNowSent) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.LeaseValid());
+  ASSERT_TRUE(leader.TransferLeadership(N(2)).ok());
+  std::vector<Message> msgs = net.node(1).Drain();
+  ASSERT_EQ(OfType(msgs, MessageType::kTimeoutNow, 2).size(), 1u);
+  EXPECT_FALSE(leader.LeaseValid());
+  ASSERT_TRUE(leader.ReadIndex(4, ReadMode::kLease).ok());
+  net.node(1).Drain();
+  EXPECT_TRUE(net.node(1).read_states.empty());
+}
+
+// Writes are refused (FAILED_PRECONDITION) once the leader has not heard
+// from a quorum within the lease: they likely cannot commit.
+TEST(Lease, Section6_4_1_WritesRefusedWhenLeaderLostQuorumContact) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  Raft& leader = net.raft(1);
+  net.Isolate(1);
+  for (int i = 0; i < kLease - 1; ++i) net.Tick(1);
+  EXPECT_TRUE(leader.Propose("ok").ok());
+  net.Tick(1);
+  ASSERT_EQ(leader.role(), Role::kLeader);
+  auto r = leader.Propose("late");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  auto cc = leader.ProposeConfChange(ConfChange{ConfChangeType::kAddLearner, N(4), ""});
+  EXPECT_EQ(cc.status().code(), absl::StatusCode::kFailedPrecondition) << cc.status();
+  net.Rejoin(1);
+  net.TickAll(1);
+  EXPECT_TRUE(leader.Propose("back").ok());
+}
+
+}  // namespace
+}  // namespace quorumkv::raft::testing
