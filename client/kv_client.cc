@@ -332,7 +332,11 @@ class KvClient::Impl {
         NoteFailure(index, status.error_code(), hint);
         return last;
       }
-      if (trace != nullptr && MayHaveTakenEffect(status)) trace->outcome_unknown = true;
+      // A node that refused before proposing says so in a trailer.
+      const bool not_proposed =
+          context.GetServerTrailingMetadata().find("quorumkv-not-proposed") !=
+          context.GetServerTrailingMetadata().end();
+      if (trace != nullptr && MayHaveTakenEffect(status) && !not_proposed) trace->outcome_unknown = true;
       const auto [next, is_redirect] = NoteFailure(index, status.error_code(), hint);
       index = next;
       redirect = is_redirect;

@@ -45,6 +45,7 @@ for i in 1 2 3; do
   prefix=$([[ $i == 1 ]] && echo "" || echo "$i")
   build/bin/kvserver --id "$i" --data-dir "$data/node$i" \
     --client-addr "127.0.0.1:${prefix}2379" --peer-addr "127.0.0.1:${prefix}2380" \
+    --metrics-addr "127.0.0.1:${prefix}2381" \
     --initial-cluster "$cluster" >"$data/node$i.log" 2>&1 &
   pids+=($!)
 done

@@ -25,7 +25,18 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }
 
 // Finishes a call with `s`, adding the leader hint trailers to UNAVAILABLE.
-void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node* node, const absl::Status& s) {
+const char* CodeName(absl::StatusCode code) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+}
+
+void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node* node, const char* method,
+            absl::Time start, const absl::Status& s) {
+  node->metrics().ObserveRequest(method, CodeName(s.code()), absl::ToDoubleSeconds(absl::Now() - start));
   if (s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kFailedPrecondition) {
     const uint64_t leader = node->leader_id();
     if (leader != 0) {
@@ -33,6 +44,7 @@ void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node*
       const std::string address = node->LeaderClientAddress();
       if (!address.empty()) ctx->AddTrailingMetadata("quorumkv-leader-address", address);
     }
+    if (s.GetPayload(kNotProposedPayload).has_value()) ctx->AddTrailingMetadata("quorumkv-not-proposed", "1");
   }
   reactor->Finish(ToGrpc(s));
 }
@@ -114,21 +126,22 @@ absl::Status ValidateKey(const std::string& key, size_t max_bytes) {
 ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx, const quorumkv::v1::PutRequest* req,
                                    quorumkv::v1::PutResponse* resp) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time start = absl::Now();
   const NodeOptions& o = node_->options();
   if (absl::Status s = ValidateKey(req->key(), o.max_key_bytes); !s.ok()) {
-    Finish(reactor, ctx, node_, s);
+    Finish(reactor, ctx, node_, "Put", start, s);
     return reactor;
   }
   if (absl::Status s = ValidateValue(req->value(), o.max_value_bytes); !s.ok()) {
-    Finish(reactor, ctx, node_, s);
+    Finish(reactor, ctx, node_, "Put", start, s);
     return reactor;
   }
   kv::Command cmd = kv::Command::Put(req->key(), req->value());
   cmd.client_id = req->client_id();
   cmd.sequence = req->sequence();
-  node_->Write(std::move(cmd), DeadlineOf(ctx), [this, reactor, ctx, resp](absl::StatusOr<WriteOutcome> r) {
+  node_->Write(std::move(cmd), DeadlineOf(ctx), [this, reactor, ctx, resp, start](absl::StatusOr<WriteOutcome> r) {
     if (r.ok()) FillHeader(resp->mutable_header(), r->info);
-    Finish(reactor, ctx, node_, r.status());
+    Finish(reactor, ctx, node_, "Put", start, r.status());
   });
   return reactor;
 }
@@ -136,19 +149,20 @@ ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx, const quoru
 ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx, const quorumkv::v1::DeleteRequest* req,
                                       quorumkv::v1::DeleteResponse* resp) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time start = absl::Now();
   if (absl::Status s = ValidateKey(req->key(), node_->options().max_key_bytes); !s.ok()) {
-    Finish(reactor, ctx, node_, s);
+    Finish(reactor, ctx, node_, "Delete", start, s);
     return reactor;
   }
   kv::Command cmd = kv::Command::Delete(req->key());
   cmd.client_id = req->client_id();
   cmd.sequence = req->sequence();
-  node_->Write(std::move(cmd), DeadlineOf(ctx), [this, reactor, ctx, resp](absl::StatusOr<WriteOutcome> r) {
+  node_->Write(std::move(cmd), DeadlineOf(ctx), [this, reactor, ctx, resp, start](absl::StatusOr<WriteOutcome> r) {
     if (r.ok()) {
       FillHeader(resp->mutable_header(), r->info);
       resp->set_deleted(r->result.found);
     }
-    Finish(reactor, ctx, node_, r.status());
+    Finish(reactor, ctx, node_, "Delete", start, r.status());
   });
   return reactor;
 }
@@ -156,8 +170,9 @@ ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx, const qu
 ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx, const quorumkv::v1::GetRequest* req,
                                    quorumkv::v1::GetResponse* resp) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time start = absl::Now();
   if (absl::Status s = ValidateKey(req->key(), node_->options().max_key_bytes); !s.ok()) {
-    Finish(reactor, ctx, node_, s);
+    Finish(reactor, ctx, node_, "Get", start, s);
     return reactor;
   }
   ReadConsistency c;
@@ -173,18 +188,18 @@ ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx, const quoru
       c = ReadConsistency::kSerializable;
       break;
     default:
-      Finish(reactor, ctx, node_,
+      Finish(reactor, ctx, node_, "Get", start,
              absl::InvalidArgumentError(absl::StrCat("unknown consistency level ", static_cast<int>(req->consistency()),
                                                      "; use LINEARIZABLE, LEASE or SERIALIZABLE")));
       return reactor;
   }
-  node_->Read(req->key(), c, DeadlineOf(ctx), [this, reactor, ctx, resp](absl::StatusOr<ReadOutcome> r) {
+  node_->Read(req->key(), c, DeadlineOf(ctx), [this, reactor, ctx, resp, start](absl::StatusOr<ReadOutcome> r) {
     if (r.ok()) {
       FillHeader(resp->mutable_header(), r->info);
       resp->set_found(r->value.has_value());
       if (r->value) resp->set_value(*r->value);
     }
-    Finish(reactor, ctx, node_, r.status());
+    Finish(reactor, ctx, node_, "Get", start, r.status());
   });
   return reactor;
 }
@@ -192,12 +207,13 @@ ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx, const quoru
 ServerUnaryReactor* KvService::ReadIndex(grpc::CallbackServerContext* ctx, const quorumkv::v1::ReadIndexRequest*,
                                          quorumkv::v1::ReadIndexResponse* resp) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  node_->ReadBarrier(DeadlineOf(ctx), [this, reactor, ctx, resp](absl::StatusOr<ReadOutcome> r) {
+  const absl::Time start = absl::Now();
+  node_->ReadBarrier(DeadlineOf(ctx), [this, reactor, ctx, resp, start](absl::StatusOr<ReadOutcome> r) {
     if (r.ok()) {
       FillHeader(resp->mutable_header(), r->info);
       resp->set_read_index(r->read_index);
     }
-    Finish(reactor, ctx, node_, r.status());
+    Finish(reactor, ctx, node_, "ReadIndex", start, r.status());
   });
   return reactor;
 }
@@ -238,18 +254,20 @@ ServerUnaryReactor* ClusterService::ListMembers(grpc::CallbackServerContext* ctx
   return reactor;
 }
 
-ServerUnaryReactor* ClusterService::ChangeMembership(grpc::CallbackServerContext* ctx, raft::ConfChange change,
+ServerUnaryReactor* ClusterService::ChangeMembership(grpc::CallbackServerContext* ctx, const char* method,
+                                                     raft::ConfChange change,
                                                      google::protobuf::RepeatedPtrField<quorumkv::v1::Member>* out,
                                                      quorumkv::v1::ResponseHeader* header) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time start = absl::Now();
   node_->ChangeMembership(std::move(change), DeadlineOf(ctx),
-                          [this, reactor, ctx, out, header](absl::StatusOr<std::vector<Member>> r) {
+                          [this, reactor, ctx, out, header, method, start](absl::StatusOr<std::vector<Member>> r) {
                             if (r.ok()) {
                               header->set_node_id(node_->options().id.value());
                               header->set_term(node_->term());
                               for (const Member& m : *r) FillMember(out->Add(), m);
                             }
-                            Finish(reactor, ctx, node_, r.status());
+                            Finish(reactor, ctx, node_, method, start, r.status());
                           });
   return reactor;
 }
@@ -267,13 +285,14 @@ ServerUnaryReactor* ClusterService::AddMember(grpc::CallbackServerContext* ctx,
   }
   if (!bad.ok()) {
     ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    Finish(reactor, ctx, node_, bad);
+  const absl::Time start = absl::Now();
+    Finish(reactor, ctx, node_, "AddMember", start, bad);
     return reactor;
   }
   Member m{req->id(), req->peer_address(), req->client_address(), req->as_voter()};
   raft::ConfChange change{req->as_voter() ? raft::ConfChangeType::kAddVoter : raft::ConfChangeType::kAddLearner,
                           raft::NodeId(req->id()), EncodeMemberContext(m)};
-  return ChangeMembership(ctx, std::move(change), resp->mutable_members(), resp->mutable_header());
+  return ChangeMembership(ctx, "AddMember", std::move(change), resp->mutable_members(), resp->mutable_header());
 }
 
 ServerUnaryReactor* ClusterService::RemoveMember(grpc::CallbackServerContext* ctx,
@@ -281,11 +300,12 @@ ServerUnaryReactor* ClusterService::RemoveMember(grpc::CallbackServerContext* ct
                                                  quorumkv::v1::RemoveMemberResponse* resp) {
   if (req->id() == 0) {
     ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    Finish(reactor, ctx, node_, absl::InvalidArgumentError("member id must be > 0"));
+  const absl::Time start = absl::Now();
+    Finish(reactor, ctx, node_, "RemoveMember", start, absl::InvalidArgumentError("member id must be > 0"));
     return reactor;
   }
   raft::ConfChange change{raft::ConfChangeType::kRemoveNode, raft::NodeId(req->id()), ""};
-  return ChangeMembership(ctx, std::move(change), resp->mutable_members(), resp->mutable_header());
+  return ChangeMembership(ctx, "RemoveMember", std::move(change), resp->mutable_members(), resp->mutable_header());
 }
 
 ServerUnaryReactor* ClusterService::PromoteMember(grpc::CallbackServerContext* ctx,
@@ -293,25 +313,27 @@ ServerUnaryReactor* ClusterService::PromoteMember(grpc::CallbackServerContext* c
                                                   quorumkv::v1::PromoteMemberResponse* resp) {
   if (req->id() == 0) {
     ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    Finish(reactor, ctx, node_, absl::InvalidArgumentError("member id must be > 0"));
+  const absl::Time start = absl::Now();
+    Finish(reactor, ctx, node_, "PromoteMember", start, absl::InvalidArgumentError("member id must be > 0"));
     return reactor;
   }
   raft::ConfChange change{raft::ConfChangeType::kPromoteLearner, raft::NodeId(req->id()), ""};
-  return ChangeMembership(ctx, std::move(change), resp->mutable_members(), resp->mutable_header());
+  return ChangeMembership(ctx, "PromoteMember", std::move(change), resp->mutable_members(), resp->mutable_header());
 }
 
 ServerUnaryReactor* ClusterService::TransferLeadership(grpc::CallbackServerContext* ctx,
                                                        const quorumkv::v1::TransferLeadershipRequest* req,
                                                        quorumkv::v1::TransferLeadershipResponse* resp) {
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time start = absl::Now();
   node_->TransferLeadership(raft::NodeId(req->target_id()), DeadlineOf(ctx),
-                            [this, reactor, ctx, resp](absl::StatusOr<uint64_t> r) {
+                            [this, reactor, ctx, resp, start](absl::StatusOr<uint64_t> r) {
                               if (r.ok()) {
                                 resp->set_leader_id(*r);
                                 resp->mutable_header()->set_node_id(node_->options().id.value());
                                 resp->mutable_header()->set_term(node_->term());
                               }
-                              Finish(reactor, ctx, node_, r.status());
+                              Finish(reactor, ctx, node_, "TransferLeadership", start, r.status());
                             });
   return reactor;
 }

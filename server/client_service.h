@@ -53,7 +53,8 @@ class ClusterService final : public quorumkv::v1::Cluster::CallbackService {
                                                quorumkv::v1::TransferLeadershipResponse* resp) override;
 
  private:
-  grpc::ServerUnaryReactor* ChangeMembership(grpc::CallbackServerContext* ctx, raft::ConfChange change,
+  grpc::ServerUnaryReactor* ChangeMembership(grpc::CallbackServerContext* ctx, const char* method,
+                                             raft::ConfChange change,
                                              google::protobuf::RepeatedPtrField<quorumkv::v1::Member>* out,
                                              quorumkv::v1::ResponseHeader* header);
   Node* node_;

@@ -25,6 +25,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
 #include "server/client_service.h"
 #include "server/log.h"
 #include "server/node.h"
@@ -59,6 +60,8 @@ ABSL_FLAG(uint64_t, max_key_bytes, 4096, "Largest key accepted, in bytes.");
 ABSL_FLAG(uint64_t, max_value_bytes, 1 << 20, "Largest value accepted, in bytes.");
 ABSL_FLAG(uint64_t, max_pending, 20000, "Requests pending on this node before RESOURCE_EXHAUSTED.");
 ABSL_FLAG(bool, auto_promote, true, "Promote a learner to voter automatically once it has caught up.");
+ABSL_FLAG(std::string, metrics_addr, "",
+          "host:port to serve Prometheus metrics on, at /metrics (empty: no metrics endpoint).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error.");
 
 namespace {
@@ -233,6 +236,18 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> client_server = client_builder.BuildAndStart();
   if (client_server == nullptr || client_port == 0) Die("cannot listen on --client-addr " + client_addr);
 
+  std::unique_ptr<prometheus::Exposer> exposer;
+  const std::string metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
+  if (!metrics_addr.empty()) {
+    if (!quorumkv::server::ValidHostPort(metrics_addr)) Die("--metrics-addr \"" + metrics_addr + "\" is not host:port");
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_addr);
+    } catch (const std::exception& e) {
+      Die("cannot serve metrics on --metrics-addr " + metrics_addr + ": " + e.what());
+    }
+    exposer->RegisterCollectable((*node)->metrics().registry());
+  }
+
   (*node)->Start(transport.get());
   LOG_INFO("node %llu serving clients on %s and peers on %s", static_cast<unsigned long long>(id),
            client_addr.c_str(), peer_addr.c_str());
@@ -260,6 +275,7 @@ int main(int argc, char** argv) {
   (*node)->Stop();
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   transport.reset();
+  exposer.reset();
   node->reset();
   LOG_INFO("node %llu stopped", static_cast<unsigned long long>(id));
   return 0;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <random>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "server/log.h"
 
@@ -23,6 +24,13 @@ absl::Status UnavailableWithLeader(const std::string& what, uint64_t leader) {
                                             : what + "; the leader is node " + std::to_string(leader));
 }
 
+// A refusal before anything was proposed: the client may retry elsewhere
+// knowing the request did not take effect.
+absl::Status NotProposed(absl::Status s) {
+  s.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  return s;
+}
+
 }  // namespace
 
 // One client call waiting on the node thread.
@@ -35,6 +43,7 @@ struct Node::PendingOp {
   // Reads: the key (empty with `barrier`), and the read index once known.
   std::string key;
   bool barrier = false;
+  ReadConsistency consistency = ReadConsistency::kLinearizable;
   bool has_read_index = false;
   Index read_index;
   raft::NodeId transfer_target;
@@ -111,7 +120,7 @@ class KvSnapshotStream : public SnapshotStream {
 // ---------------------------------------------------------------------------
 // Opening.
 
-Node::Node(const NodeOptions& options) : options_(options) {}
+Node::Node(const NodeOptions& options) : options_(options), metrics_(std::make_unique<NodeMetrics>()) {}
 
 Node::~Node() { Stop(); }
 
@@ -267,6 +276,13 @@ void Node::Loop() {
     batch.clear();
     ExpireDeadlines();
     ProcessReady();
+    if (absl::Now() >= next_lag_update_ && core_->role() == Role::kLeader) {
+      next_lag_update_ = absl::Now() + absl::Milliseconds(200);
+      const raft::NodeStatus st = core_->GetStatus();
+      for (const auto& [peer, pr] : st.progress) {
+        metrics_->SetReplicationLag(peer.value(), static_cast<double>(st.last_index - pr.match_index));
+      }
+    }
   }
 }
 
@@ -295,6 +311,13 @@ void Node::ProcessReady() {
                static_cast<unsigned long long>(core_->term().value()),
                static_cast<unsigned long long>(rd.soft_state->leader.value()));
       leader_id_ = rd.soft_state->leader.value();
+      if (rd.soft_state->role == Role::kCandidate) metrics_->elections_started->Increment();
+      if (rd.soft_state->role == Role::kLeader) metrics_->elections_won->Increment();
+      if (rd.soft_state->role != Role::kLeader) metrics_->ClearReplicationLag();
+      if (rd.soft_state->leader != raft::kNoNode && rd.soft_state->leader.value() != old_leader) {
+        metrics_->leader_changes->Increment();
+      }
+      metrics_->is_leader->Set(rd.soft_state->role == Role::kLeader ? 1 : 0);
       if (transfer_op_ && rd.soft_state->leader != raft::kNoNode &&
           rd.soft_state->leader.value() != old_leader) {
         uint64_t op = *transfer_op_;
@@ -317,7 +340,10 @@ void Node::ProcessReady() {
     if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
     batch.entries = rd.entries;
     if (batch.hard_state || batch.snapshot || !batch.entries.empty()) {
-      if (absl::Status s = storage_->Persist(batch); !s.ok()) {
+      const absl::Time persist_start = absl::Now();
+      absl::Status persisted = storage_->Persist(batch);
+      metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - persist_start));
+      if (absl::Status s = persisted; !s.ok()) {
         // An fsync error is fatal, never retried (PITFALLS: fsync and files).
         Fatal(s);
         return;
@@ -326,6 +352,11 @@ void Node::ProcessReady() {
     }
     LearnAddresses(rd.entries);
     // Only after the disk write: messages may promise what was persisted.
+    for (const raft::Message& m : rd.messages) {
+      if (m.type == raft::MessageType::kAppendEntries) {
+        (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
+      }
+    }
     if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
 
     ApplyCommitted(rd.committed_entries);
@@ -356,6 +387,14 @@ void Node::PublishObservables() {
   leader_id_ = core_->leader().value();
   commit_index_ = core_->commit_index().value();
   applied_index_ = kv_->applied_index();
+  metrics_->term->Set(static_cast<double>(term_.load()));
+  metrics_->commit_index->Set(static_cast<double>(commit_index_.load()));
+  metrics_->applied_index->Set(static_cast<double>(applied_index_.load()));
+  const uint64_t first = core_->raft_log().FirstIndex().value();
+  const uint64_t last = core_->last_index().value();
+  metrics_->log_entries->Set(last >= first ? static_cast<double>(last - first + 1) : 0);
+  metrics_->log_bytes->Set(static_cast<double>(log_bytes_since_compaction_));
+  metrics_->pending_proposals->Set(static_cast<double>(pending_requests_.load()));
 }
 
 void Node::LearnAddresses(const std::vector<raft::Entry>& entries) {
@@ -424,6 +463,7 @@ void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
     }
     items.push_back(std::move(item));
   }
+  metrics_->apply_batch_entries->Observe(static_cast<double>(items.size()));
   auto results = kv_->Apply(items);
   if (!results.ok()) {
     Fatal(results.status());
@@ -443,11 +483,13 @@ void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
     if (op == ops_.end()) continue;
     if (op->second->term != entries[i].term) {
       // Another leader's entry took our index: ours was never committed.
-      CompleteOp(op_id, UnavailableWithLeader("leadership changed before the write committed (it did not take effect)",
-                                              leader_id_));
+      metrics_->Proposals("superseded").Increment();
+      CompleteOp(op_id, NotProposed(UnavailableWithLeader(
+                            "leadership changed before the write committed (it did not take effect)", leader_id_)));
       continue;
     }
     const kv::ApplyResult& r = (*results)[i];
+    metrics_->Proposals(r.ToStatus().ok() ? "ok" : "failed").Increment();
     op->second->command_result = r.result;
     CompleteOp(op_id, r.ToStatus());
   }
@@ -486,6 +528,8 @@ void Node::InstallSnapshot(const raft::SnapshotMeta& meta) {
     }
   }
   applied_index_ = kv_->applied_index();
+  metrics_->snapshots_installed->Increment();
+  metrics_->snapshot_install_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - start));
   LOG_INFO("node %llu installed a snapshot at index %llu (term %llu) in %.1f ms",
            static_cast<unsigned long long>(options_.id.value()), static_cast<unsigned long long>(meta.index.value()),
            static_cast<unsigned long long>(meta.term.value()), absl::ToDoubleMilliseconds(absl::Now() - start));
@@ -519,6 +563,7 @@ void Node::MaybeCompact() {
   if (!compaction_->ShouldSnapshot(entries, log_bytes_since_compaction_)) return;
   // Make the state machine durable at its applied index, then drop the log
   // below it, keeping a tail for followers slightly behind.
+  const absl::Time start = absl::Now();
   auto reader = kv_->CreateSnapshot();
   if (!reader.ok()) {
     LOG_WARN("snapshot failed: %s", reader.status().ToString().c_str());
@@ -542,6 +587,8 @@ void Node::MaybeCompact() {
   }
   log_bytes_since_compaction_ = state.remaining_log_bytes;
   compaction_->OnCompacted(state);
+  metrics_->snapshots_taken->Increment();
+  metrics_->snapshot_take_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - start));
   LOG_INFO("node %llu took a snapshot at %llu and compacted its log up to %llu",
            static_cast<unsigned long long>(options_.id.value()), static_cast<unsigned long long>(snapshot_index),
            static_cast<unsigned long long>(compact_to));
@@ -592,6 +639,7 @@ void Node::CompleteOp(uint64_t op_id, absl::Status status) {
         op->read_done(status);
         break;
       }
+      (op->consistency == ReadConsistency::kLease ? metrics_->lease_reads : metrics_->read_index_reads)->Increment();
       if (op->barrier) {
         op->read_done(ReadOutcome{std::nullopt, op->read_index.value(), info});
       } else {
@@ -631,7 +679,7 @@ void Node::FailAll(const absl::Status& status) {
 }
 
 absl::Status Node::NotLeaderError(const std::string& what) const {
-  return UnavailableWithLeader(what, leader_id_.load());
+  return NotProposed(UnavailableWithLeader(what, leader_id_.load()));
 }
 
 // ---------------------------------------------------------------------------
@@ -672,6 +720,7 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
       return;
     }
     // Forward to the leader; the answer comes back on a transport thread.
+    metrics_->Proposals("forwarded").Increment();
     transport_->ForwardPropose(NodeId(leader), kv::EncodeCommand(command), deadline - absl::Now(),
                                [this, done = std::move(done)](ForwardResult r) {
                                  if (!r.status.ok()) {
@@ -698,6 +747,7 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
     if (s.code() == absl::StatusCode::kFailedPrecondition && core_->role() != Role::kLeader) {
       s = NotLeaderError("this node is not the leader");
     }
+    metrics_->Proposals("failed").Increment();
     done(s);
     return;
   }
@@ -721,6 +771,7 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
   if (consistency == ReadConsistency::kSerializable) {
     // This node's applied state, served on the caller's thread: no Raft
     // round, may be stale.
+    metrics_->serializable_reads->Increment();
     auto value = kv_->Get(key);
     if (!value.ok()) {
       done(value.status());
@@ -768,6 +819,7 @@ void Node::StartRead(std::string key, bool barrier, ReadConsistency consistency,
   op.deadline = deadline;
   op.key = std::move(key);
   op.barrier = barrier;
+  op.consistency = consistency;
   op.read_done = std::move(done);
   ++pending_requests_;
   const uint64_t id = AddOp(std::move(op));
@@ -918,6 +970,7 @@ void Node::OnMessages(std::vector<raft::Message> messages) {
   Post(
       [this, shared] {
         for (const raft::Message& m : *shared) {
+          if (m.type == raft::MessageType::kAppendEntries && !m.heartbeat) metrics_->append_entries_received->Increment();
           absl::Status s = core_->Step(m);
           if (!s.ok() && !core_->storage_error().ok()) return;
         }

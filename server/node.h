@@ -39,9 +39,15 @@
 #include "raft/raft.h"
 #include "raft/storage/leveldb_log_storage.h"
 #include "server/member_list.h"
+#include "server/metrics.h"
 #include "server/peer_transport.h"
 
 namespace quorumkv::server {
+
+// Payload on a status whose request was refused before it was proposed
+// (e.g. "not the leader"): the client API turns it into the trailer
+// "quorumkv-not-proposed", so clients know a retry cannot apply it twice.
+inline constexpr char kNotProposedPayload[] = "quorumkv/not-proposed";
 
 enum class ReadConsistency { kLinearizable, kLease, kSerializable };
 
@@ -149,6 +155,7 @@ class Node : public PeerHandler {
   // The client address of the leader, if known.
   std::string LeaderClientAddress() const;
   const absl::Status& fatal_error() const { return fatal_; }
+  NodeMetrics& metrics() { return *metrics_; }
   const NodeOptions& options() const { return options_; }
 
   // PeerHandler (called on transport threads).
@@ -196,6 +203,7 @@ class Node : public PeerHandler {
   absl::Status NotLeaderError(const std::string& what) const;
 
   const NodeOptions options_;
+  std::unique_ptr<NodeMetrics> metrics_;
   std::unique_ptr<raft::LevelDbLogStorage> storage_;
   std::unique_ptr<kv::KvStateMachine> kv_;
   std::unique_ptr<raft::Raft> core_;
@@ -231,6 +239,7 @@ class Node : public PeerHandler {
   std::map<uint64_t, std::unique_ptr<kv::SnapshotWriter>> finished_snapshots_ ABSL_GUARDED_BY(staged_mu_);
   absl::Status fatal_;
   uint64_t log_bytes_since_compaction_ = 0;
+  absl::Time next_lag_update_;
 
   // Published for other threads.
   std::atomic<uint64_t> leader_id_{0};

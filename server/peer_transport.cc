@@ -35,14 +35,19 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view contex
                       absl::StrCat(context, ": ", status.error_message()));
 }
 
+// Durations as the standard clocks take them; an infinite (or absurdly
+// long) one becomes a year, so adding it to now() cannot overflow.
+std::chrono::nanoseconds ToChrono(absl::Duration d) {
+  return absl::ToChronoNanoseconds(std::clamp(d, absl::ZeroDuration(), absl::Hours(24 * 365)));
+}
+
 std::chrono::system_clock::time_point DeadlineAfter(absl::Duration timeout) {
   return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-             absl::ToChronoNanoseconds(timeout));
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(ToChrono(timeout));
 }
 
 Clock::duration ToClock(absl::Duration d) {
-  return std::chrono::duration_cast<Clock::duration>(absl::ToChronoNanoseconds(d));
+  return std::chrono::duration_cast<Clock::duration>(ToChrono(d));
 }
 
 int ClampToInt(int64_t v) {
@@ -286,10 +291,18 @@ class PeerTransport::Peer {
     // restarted peer would stay unreached for minutes. Use ours.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                 ClampToInt(absl::ToInt64Milliseconds(options_.reconnect_backoff_min)));
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-                ClampToInt(absl::ToInt64Milliseconds(options_.reconnect_backoff_min)));
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 ClampToInt(absl::ToInt64Milliseconds(options_.reconnect_backoff_max)));
+    // Despite its name, this one is the connect timeout of an attempt
+    // (MIN_CONNECT_TIMEOUT in gRPC's doc/connection-backoff.md), not a
+    // back-off: set to the 50 ms minimum back-off, a connection that needs
+    // longer than that to set up would never come up. Give an attempt as
+    // long as an RPC.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                ClampToInt(absl::ToInt64Milliseconds(options_.rpc_timeout)));
+    // A forwarded write's answer carries a command result (it may hold a
+    // value): allow what the server side allows.
+    args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     // A connection of our own per peer: a replaced peer gets a fresh one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);

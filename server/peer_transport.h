@@ -127,10 +127,11 @@ struct PeerTransportOptions {
   size_t snapshot_chunk_bytes = 1 << 20;
   absl::Duration snapshot_chunk_timeout = absl::Seconds(10);
   // The largest request the RaftPeer service accepts (ConfigureServer sets
-  // it on the node's server; gRPC's default is 4 MiB, below one full batch
-  // plus framing). A single message whose estimated size exceeds it is
-  // dropped by the sender (it could never be delivered) and reported
-  // unreachable.
+  // it on the node's peer server, for every service registered there;
+  // gRPC's default of 4 MiB is below one full batch plus framing). A single
+  // message whose estimated size exceeds it is dropped by the sender (it
+  // could never be delivered) and reported unreachable. Also the largest
+  // answer to a forwarded write the client side accepts.
   size_t max_message_bytes = 64 << 20;
   // Seed of the back-off jitter; 0 draws one from std::random_device.
   uint64_t jitter_seed = 0;

@@ -7,6 +7,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <map>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -119,6 +121,24 @@ std::optional<std::optional<std::string>> DefiniteWrite(const GeneratedHistory& 
 // history has no such read.
 std::optional<size_t> MutateOneRead(GeneratedHistory& h, std::mt19937_64& rng, bool future) {
   std::vector<std::pair<size_t, std::string>> candidates;  // (completion, impossible value)
+  // For each checked read: the latest invoke of a definite write of its key
+  // that returned before the read began.
+  std::map<std::string, std::map<size_t, int64_t>> latest_overwrite_call;
+  if (!future) {
+    for (const GeneratedOp& r : h.ops) {
+      const Event& rinv = h.events[r.invoke];
+      if (!IsCheckedOkGet(rinv, CompletionOf(h, r))) continue;
+      int64_t latest = std::numeric_limits<int64_t>::min();
+      for (const GeneratedOp& w2 : h.ops) {
+        const Event& w2inv = h.events[w2.invoke];
+        if (w2inv.key != rinv.key || !DefiniteWrite(h, w2).has_value()) continue;
+        if (h.events[w2.completion].time_ns < rinv.time_ns) {
+          latest = std::max(latest, w2inv.time_ns);
+        }
+      }
+      latest_overwrite_call[rinv.key][r.invoke] = latest;
+    }
+  }
   for (const GeneratedOp& r : h.ops) {
     const Event& rinv = h.events[r.invoke];
     const Event* rdone = CompletionOf(h, r);
@@ -140,17 +160,11 @@ std::optional<size_t> MutateOneRead(GeneratedHistory& h, std::mt19937_64& rng, b
       auto written = DefiniteWrite(h, w);
       if (!written.has_value() || !written->has_value()) continue;  // need a real value
       if (**written == rdone->value) continue;
-      const int64_t w_ret = h.events[w.completion].time_ns;
-      bool overwritten = false;
-      for (const GeneratedOp& w2 : h.ops) {
-        const Event& w2inv = h.events[w2.invoke];
-        if (w2inv.key != rinv.key || !DefiniteWrite(h, w2).has_value()) continue;
-        if (w2inv.time_ns > w_ret && h.events[w2.completion].time_ns < rinv.time_ns) {
-          overwritten = true;
-          break;
-        }
+      // Overwritten: a definite write W2 began after W returned and returned
+      // before the read began.
+      if (h.events[w.completion].time_ns < latest_overwrite_call[rinv.key].at(r.invoke)) {
+        candidates.emplace_back(r.completion, **written);
       }
-      if (overwritten) candidates.emplace_back(r.completion, **written);
     }
   }
   if (candidates.empty()) return std::nullopt;

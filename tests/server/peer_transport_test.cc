@@ -414,6 +414,33 @@ TEST(PeerTransportTest, PipelinedBatchesLoseNothing) {
   }
 }
 
+TEST(PeerTransportTest, BatchesAboveGrpcsDefaultLimitAreAccepted) {
+  // ConfigureServer lifts the server's 4 MiB default receive limit.
+  PeerTransportOptions opts = Options(1);
+  opts.max_batch_bytes = 6 << 20;
+  TestNode a(opts), b(Options(2));
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  std::vector<Message> out;
+  for (uint64_t i = 1; i <= 5; ++i) out.push_back(Append(1, 2, i, 1 << 20));
+  a.transport->Send(std::move(out));
+  ASSERT_TRUE(WaitFor([&] { return b.handler.message_count() == 5; }));
+  EXPECT_EQ(b.handler.batches().size(), 1u);
+}
+
+TEST(PeerTransportTest, OversizedMessagesAreDroppedAndReported) {
+  PeerTransportOptions opts = Options(1);
+  opts.max_message_bytes = 64 << 10;
+  opts.max_batch_bytes = 32 << 10;
+  opts.snapshot_chunk_bytes = 16 << 10;
+  TestNode a(opts), b(Options(2));
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  a.transport->Send({Append(1, 2, 1, 100 << 10), Append(1, 2, 2, 10 << 10)});
+  ASSERT_TRUE(WaitFor([&] { return b.handler.message_count() == 1; }));
+  EXPECT_EQ(b.handler.messages()[0].entries[0].index, Index(2));
+  EXPECT_EQ(a.transport->Stats(NodeId(2))->dropped_oversize, 1u);
+  EXPECT_TRUE(WaitFor([&] { return a.handler.unreachable(2) > 0; }));
+}
+
 TEST(PeerTransportTest, MessagesGoOnlyToTheirDestination) {
   TestNode a(Options(1)), b(Options(2)), c(Options(3));
   a.transport->UpsertPeer(NodeId(2), b.address());
@@ -929,7 +956,8 @@ TEST(PeerTransportForwardTest, RoundTripCarriesTheLeadersAnswer) {
   a.transport->UpsertPeer(NodeId(2), b.address());
 
   ForwardWaiter ok;
-  a.transport->ForwardPropose(NodeId(2), "put k v", absl::Seconds(5), ok.Callback());
+  // An unbounded timeout is accepted (no deadline overflow).
+  a.transport->ForwardPropose(NodeId(2), "put k v", absl::InfiniteDuration(), ok.Callback());
   std::optional<ForwardResult> r = ok.Wait();
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->status.ok()) << r->status;
