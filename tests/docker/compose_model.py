@@ -38,9 +38,10 @@ def normalize_flag(name):
     return name.replace("-", "_")
 
 
-def parse_command(command, where):
+def parse_command(command, where, keep_spelling=False):
     """A kvserver command line (list or string) as [(flag, value)], flag names
-    normalized, in order. Accepts --flag=value and --flag value."""
+    normalized, in order. Accepts --flag=value and --flag value. With
+    keep_spelling, [(flag, value, flag as written)]."""
     if isinstance(command, str):
         args = shlex.split(command)
     elif isinstance(command, list) and all(isinstance(a, (str, int)) for a in command):
@@ -62,11 +63,11 @@ def parse_command(command, where):
             i += 2
         else:
             raise ModelError(f"{where}: flag {a} has no value")
-        name = normalize_flag(name)
+        written, name = name, normalize_flag(name)
         if name in seen:
             raise ModelError(f"{where}: flag --{name} is given twice")
         seen.add(name)
-        flags.append((name, value))
+        flags.append((name, value, written) if keep_spelling else (name, value))
     return flags
 
 
