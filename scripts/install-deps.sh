@@ -13,6 +13,14 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   # sanitizer and fuzzer builds of the Raft core
   clang libclang-rt-14-dev
+  # tests/prometheus: a real Prometheus server (and promtool) scraping a
+  # cluster, driven by Debian's Python
+  prometheus python3
+  # Python tests (tests/docker, tests/python) and examples/python, all run
+  # with /usr/bin/python3: gRPC and protobuf for the client example (its
+  # stubs come from protoc + grpc_python_plugin, in protobuf-compiler-grpc
+  # above), PyYAML to read docker/docker-compose.yml
+  python3-grpcio python3-protobuf python3-yaml
 )
 
 missing=()

@@ -192,6 +192,7 @@ absl::Status Node::OpenStores() {
   auto core = raft::Raft::Create(config, storage_.get(), Index(kv_->applied_index()));
   if (!core.ok()) return core.status();
   core_ = std::move(*core);
+  persisted_term_ = storage_->hard_state().current_term.value();
   // Configuration entries in the retained log may announce members the
   // state machine has not applied yet.
   if (core_->last_index() >= core_->raft_log().FirstIndex()) {
@@ -256,9 +257,19 @@ void Node::Loop() {
       while (!stopping_ && events_.empty() && absl::Now() < next_tick_) {
         cv_.WaitWithDeadline(&mu_, next_tick_);
       }
-      if (stopping_) return;
-      batch.swap(events_);
+      if (stopping_) {
+        // Answer whatever is still queued: every queued request carries a
+        // `done` someone waits on (a client, or a follower's forwarded
+        // write that keeps the peer server's shutdown waiting).
+        batch.swap(events_);
+        shutting_down_ = true;
+      }
+      if (!shutting_down_) batch.swap(events_);
       queued_peer_messages_ = 0;
+    }
+    if (shutting_down_) {
+      for (auto& e : batch) e();
+      return;
     }
     if (!fatal_.ok()) {
       // A failed node answers every request with its error and does nothing else.
@@ -335,6 +346,24 @@ void Node::ProcessReady() {
     if (rd.snapshot) InstallSnapshot(rd.snapshot->meta);
     if (!fatal_.ok()) return;
 
+    // Thesis §10.2.1: a leader sends AppendEntries for entries it is still
+    // writing, so its fsync overlaps its followers'. Safe because the core
+    // counts the leader's own entries toward commit only once they are
+    // durable (Advance), and a leader's term and vote were made durable
+    // before it could win. Everything else waits for the disk.
+    std::vector<raft::Message> early;
+    if (core_->role() == Role::kLeader && (!rd.hard_state || rd.hard_state->current_term.value() == persisted_term_)) {
+      std::vector<raft::Message> later;
+      for (raft::Message& m : rd.messages) {
+        (m.type == raft::MessageType::kAppendEntries ? early : later).push_back(std::move(m));
+      }
+      rd.messages = std::move(later);
+      for (const raft::Message& m : early) {
+        (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
+      }
+      if (!early.empty()) transport_->Send(std::move(early));
+    }
+
     raft::PersistBatch batch;
     batch.hard_state = rd.hard_state;
     if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
@@ -342,13 +371,23 @@ void Node::ProcessReady() {
     if (batch.hard_state || batch.snapshot || !batch.entries.empty()) {
       const absl::Time persist_start = absl::Now();
       absl::Status persisted = storage_->Persist(batch);
-      metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - persist_start));
+      const absl::Duration persist_time = absl::Now() - persist_start;
+      metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(persist_time));
+      if (persist_time > options_.tick_interval && core_->role() != Role::kLeader) {
+        // A follower stalled by its own disk must not time out its leader
+        // for it (LogCabin #200): the stalled time does not count toward
+        // its election timeout. Slowing a follower's clock only makes it
+        // refuse votes longer, which leases tolerate; a leader's clock is
+        // never slowed (its lease and CheckQuorum need the real time).
+        next_tick_ = std::max(next_tick_, absl::Now() + options_.tick_interval);
+      }
       if (absl::Status s = persisted; !s.ok()) {
         // An fsync error is fatal, never retried (PITFALLS: fsync and files).
         Fatal(s);
         return;
       }
       for (const raft::Entry& e : rd.entries) log_bytes_since_compaction_ += e.ByteSize();
+      if (rd.hard_state) persisted_term_ = rd.hard_state->current_term.value();
     }
     LearnAddresses(rd.entries);
     // Only after the disk write: messages may promise what was persisted.
@@ -709,6 +748,10 @@ void Node::Write(kv::Command command, absl::Time deadline,
 
 void Node::ProposeWrite(kv::Command command, absl::Time deadline,
                         std::function<void(absl::StatusOr<WriteOutcome>)> done) {
+  if (shutting_down_) {
+    done(NotProposed(absl::UnavailableError("node is shutting down; retry on another node")));
+    return;
+  }
   if (absl::Now() >= deadline) {
     done(absl::DeadlineExceededError("deadline exceeded before the write was proposed (it did not take effect)"));
     return;
@@ -744,8 +787,11 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
   auto proposed = core_->Propose(kv::EncodeCommand(command));
   if (!proposed.ok()) {
     absl::Status s = proposed.status();
-    if (s.code() == absl::StatusCode::kFailedPrecondition && core_->role() != Role::kLeader) {
-      s = NotLeaderError("this node is not the leader");
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      // Not proposed, and passing: not the leader any more, a leadership
+      // transfer under way, or quorum contact lost. Clients retry these.
+      s = core_->role() != Role::kLeader ? NotLeaderError("this node is not the leader")
+                                         : NotProposed(absl::UnavailableError(std::string(s.message()) + "; retry"));
     }
     metrics_->Proposals("failed").Increment();
     done(s);
@@ -814,6 +860,10 @@ void Node::ReadBarrier(absl::Time deadline, std::function<void(absl::StatusOr<Re
 
 void Node::StartRead(std::string key, bool barrier, ReadConsistency consistency, absl::Time deadline,
                      std::function<void(absl::StatusOr<ReadOutcome>)> done) {
+  if (shutting_down_) {
+    done(absl::UnavailableError("node is shutting down; retry on another node"));
+    return;
+  }
   PendingOp op;
   op.kind = PendingOp::Kind::kRead;
   op.deadline = deadline;
@@ -876,6 +926,10 @@ void Node::ChangeMembership(raft::ConfChange change, absl::Time deadline,
                             std::function<void(absl::StatusOr<std::vector<Member>>)> done) {
   auto shared_done = std::make_shared<std::function<void(absl::StatusOr<std::vector<Member>>)>>(std::move(done));
   if (!Post([this, change, deadline, shared_done] {
+        if (shutting_down_) {
+          (*shared_done)(NotProposed(absl::UnavailableError("node is shutting down; retry")));
+          return;
+        }
         if (core_->role() != Role::kLeader) {
           (*shared_done)(NotLeaderError("membership changes go to the leader"));
           return;
@@ -903,6 +957,10 @@ void Node::TransferLeadership(raft::NodeId target, absl::Time deadline,
                               std::function<void(absl::StatusOr<uint64_t>)> done) {
   auto shared_done = std::make_shared<std::function<void(absl::StatusOr<uint64_t>)>>(std::move(done));
   if (!Post([this, target, deadline, shared_done] {
+        if (shutting_down_) {
+          (*shared_done)(absl::UnavailableError("node is shutting down; retry"));
+          return;
+        }
         if (core_->role() != Role::kLeader) {
           (*shared_done)(NotLeaderError("leadership transfer goes to the leader"));
           return;
@@ -969,6 +1027,7 @@ void Node::OnMessages(std::vector<raft::Message> messages) {
   auto shared = std::make_shared<std::vector<raft::Message>>(std::move(messages));
   Post(
       [this, shared] {
+        if (shutting_down_) return;
         for (const raft::Message& m : *shared) {
           if (m.type == raft::MessageType::kAppendEntries && !m.heartbeat) metrics_->append_entries_received->Increment();
           absl::Status s = core_->Step(m);
@@ -1026,6 +1085,10 @@ absl::StatusOr<std::unique_ptr<SnapshotStream>> Node::OpenSnapshot(const raft::S
     result->ready = true;
   };
   if (!Post([this, finish, requested] {
+        if (shutting_down_) {
+          finish(absl::UnavailableError("node is shutting down"));
+          return;
+        }
         auto reader = kv_->CreateSnapshot();
         if (!reader.ok()) {
           finish(reader.status());
@@ -1055,11 +1118,15 @@ absl::StatusOr<std::unique_ptr<SnapshotStream>> Node::OpenSnapshot(const raft::S
 }
 
 void Node::OnUnreachable(raft::NodeId peer) {
-  Post([this, peer] { core_->ReportUnreachable(peer); }, true);
+  Post([this, peer] {
+    if (!shutting_down_) core_->ReportUnreachable(peer);
+  }, true);
 }
 
 void Node::OnSnapshotStatus(raft::NodeId peer, bool delivered) {
-  Post([this, peer, delivered] { core_->ReportSnapshot(peer, delivered); }, true);
+  Post([this, peer, delivered] {
+    if (!shutting_down_) core_->ReportSnapshot(peer, delivered);
+  }, true);
 }
 
 }  // namespace quorumkv::server

@@ -222,6 +222,8 @@ class Node : public PeerHandler {
   std::deque<std::function<void()>> events_ ABSL_GUARDED_BY(mu_);
   size_t queued_peer_messages_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Node thread only: set when the loop drains the queue for the last time.
+  bool shutting_down_ = false;
   std::thread thread_;
   std::atomic<bool> started_{false};
   std::atomic<size_t> pending_requests_{0};
@@ -239,6 +241,7 @@ class Node : public PeerHandler {
   std::map<uint64_t, std::unique_ptr<kv::SnapshotWriter>> finished_snapshots_ ABSL_GUARDED_BY(staged_mu_);
   absl::Status fatal_;
   uint64_t log_bytes_since_compaction_ = 0;
+  uint64_t persisted_term_ = 0;  // the term in the durable hard state
   absl::Time next_lag_update_;
 
   // Published for other threads.

@@ -23,7 +23,8 @@ What must agree, and why each matters on a real `docker compose up`:
   - .dockerignore keeps build trees and cluster data out of the context.
 
 If `docker compose` works here, `docker compose config -q` runs too (it
-does not on the CI machine: no compose plugin), as an extra.
+does not on the CI machine: no compose plugin), as an extra; so does
+`promtool check config` on prometheus.yml when promtool is installed.
 
 Exit status 0 when everything agrees; 1 with one line per problem.
 """
@@ -32,9 +33,12 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compose_model as cm  # noqa: E402
 
@@ -409,6 +413,17 @@ def docker_compose_config(inp):
     return (r.returncode, r.stdout + r.stderr)
 
 
+def promtool_check(inp):
+    """`promtool check config` on prometheus.yml (Debian's prometheus
+    package, in scripts/install-deps.sh); None when promtool is absent."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return None
+    r = subprocess.run([promtool, "check", "config", inp.prometheus_path], capture_output=True, text=True,
+                       timeout=60)
+    return (r.returncode, (r.stdout + r.stderr).strip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", required=True, help="the repository root")
@@ -427,6 +442,13 @@ def main():
         errors.append(f"docker compose config: {compose[1].strip()}")
     else:
         print("docker compose config: ok")
+    promtool = promtool_check(inp)
+    if promtool is None:
+        print("note: promtool is not installed (Debian package prometheus): prometheus.yml's syntax unchecked")
+    elif promtool[0] != 0:
+        errors.append(f"promtool check config {inp.prometheus_path}: {promtool[1]}")
+    else:
+        print("promtool check config: ok")
     if errors:
         for e in errors:
             print(f"FAIL: {e}")

@@ -13,6 +13,8 @@ import os
 import sys
 import unittest
 
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_compose  # noqa: E402
 import compose_model as cm  # noqa: E402

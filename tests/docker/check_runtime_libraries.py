@@ -20,6 +20,8 @@ import re
 import subprocess
 import sys
 
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compose_model as cm  # noqa: E402
 
@@ -57,20 +59,33 @@ def libraries_of(binary):
     return libs
 
 
-def owning_package(path):
-    """The Debian package that installed `path` (merged /usr aware)."""
-    candidates = [path, os.path.realpath(path)]
-    if path.startswith("/lib"):
-        candidates.append("/usr" + path)
-    for c in candidates:
-        r = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True, timeout=60)
-        if r.returncode == 0:
-            # "libfoo1:amd64: /usr/lib/..." (diversions print extra lines)
-            for line in r.stdout.splitlines():
-                pkg = line.split(":")[0].strip()
-                if pkg and not line.startswith("diversion"):
-                    return pkg
-    raise cm.ModelError(f"dpkg -S finds no package owning {path}")
+def owning_packages(paths):
+    """{path: Debian package that installed it}, from one `dpkg -S` call
+    (each call reads dpkg's whole file database: one per library would take
+    a minute). Merged /usr aware: /lib/x.so may be recorded as /usr/lib/x.so,
+    and a symlink under its target's name."""
+    candidates = {}
+    for path in paths:
+        forms = [path, os.path.realpath(path)]
+        forms += ["/usr" + f for f in forms if f.startswith("/lib")]
+        candidates[path] = forms
+    all_forms = sorted({f for forms in candidates.values() for f in forms})
+    r = subprocess.run(["dpkg", "-S"] + all_forms, capture_output=True, text=True, timeout=120)
+    owner = {}
+    for line in r.stdout.splitlines():
+        # "libfoo1:amd64: /usr/lib/x86_64-linux-gnu/libfoo.so.1"
+        if line.startswith("diversion "):
+            continue
+        packages, _, path = line.partition(": ")
+        if path:
+            owner[path.strip()] = packages.split(",")[0].split(":")[0].strip()
+    result = {}
+    for path, forms in candidates.items():
+        found = [owner[f] for f in forms if f in owner]
+        if not found:
+            raise cm.ModelError(f"dpkg -S finds no package owning {path}")
+        result[path] = found[0]
+    return result
 
 
 def main():
@@ -80,10 +95,13 @@ def main():
     args = parser.parse_args()
     try:
         listed = run_stage_packages(args.dockerfile)
-        needed = {}  # package -> [libraries]
+        libraries = {}  # path -> soname
         for binary in args.binary:
             for soname, path in libraries_of(binary).items():
-                needed.setdefault(owning_package(path), set()).add(soname)
+                libraries[path] = soname
+        needed = {}  # package -> {sonames}
+        for path, package in owning_packages(libraries).items():
+            needed.setdefault(package, set()).add(libraries[path])
     except (cm.ModelError, OSError, subprocess.TimeoutExpired) as e:
         print(f"FAIL: {e}")
         return 1

@@ -22,6 +22,7 @@ get SIGTERM and must exit with status 0; the temporary directory goes.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ import tempfile
 import time
 import urllib.request
 
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "python"))
@@ -149,11 +152,15 @@ def exercise(args, commands, group):
     r = kvctl(args.kvctl, endpoints, "member", "list", "--output", "json")
     if r.returncode != 0:
         raise TestFailure(f"member list: exit {r.returncode}: {r.stderr.strip()}")
-    for name, argv in commands.items():
-        node_id = flag_value(argv, "id")
-        peer = flag_value(argv, "advertise_peer_addr")
-        if f'"client_address": "{clients[name]}"' not in r.stdout or f'"peer_address": "{peer}"' not in r.stdout:
-            raise TestFailure(f"member list lacks node {node_id} at {peer} / {clients[name]}:\n{r.stdout}")
+    try:
+        members = {int(m["id"]): (m.get("peer_address"), m.get("client_address"), m.get("role"))
+                   for m in json.loads(r.stdout)["members"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise TestFailure(f"kvctl member list --output json printed something else ({e}):\n{r.stdout}") from e
+    expected = {int(flag_value(argv, "id")): (flag_value(argv, "advertise_peer_addr"), clients[name], "voter")
+                for name, argv in commands.items()}
+    if members != expected:
+        raise TestFailure(f"members {members}, expected the compose file's {expected}")
 
     if any("--metrics" in a for argv in commands.values() for a in argv):
         for name, argv in sorted(commands.items()):

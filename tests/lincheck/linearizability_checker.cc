@@ -248,7 +248,8 @@ bool Step(const KeyOp& op, int32_t state, int32_t* next) {
 // operations of each class of interchangeable info operations are placed
 // (KeySearch explains the classes and why that is exact).
 //
-// Configurations with the same definite set and state form a group. Within a
+// A configuration already visited is pruned (a hash lookup). Beyond that,
+// configurations with the same definite set and state form a group. Within a
 // group, one that placed no more of each class than another dominates it: an
 // info operation not yet placed can still be placed later, or never, so
 // whatever the other can reach, it can too. A configuration is pruned when
@@ -260,41 +261,58 @@ class ConfigCache {
  public:
   static constexpr uint32_t kPruned = std::numeric_limits<uint32_t>::max();
 
-  ConfigCache() : slots_(64) {}
+  ConfigCache() : group_slots_(64), entry_slots_(64, kNone) {}
 
   // Records (key, info) as being explored and returns its id, or returns
   // kPruned if it is known, or dominated by a finished configuration.
   uint32_t Visit(const std::vector<uint32_t>& key, const std::vector<uint32_t>& info) {
-    // Summaries that rule most entries out without reading their info.
+    const uint32_t group = Group(key);
+    const uint64_t info_hash = Hash(info);
+    const uint64_t hash = Mix(info_hash ^ (uint64_t{group} * 0x9e3779b97f4a7c15ULL));
+
+    // Exactly this configuration: a hash lookup.
+    if ((entries_.size() + 1) * 2 > entry_slots_.size()) GrowEntries();
+    size_t mask = entry_slots_.size() - 1;
+    size_t slot = hash & mask;
+    for (; entry_slots_[slot] != kNone; slot = (slot + 1) & mask) {
+      const Entry& e = entries_[entry_slots_[slot]];
+      if (e.hash == hash && e.group == group && e.info_len == info.size() &&
+          std::equal(info.begin(), info.end(), info_arena_.data() + e.info_begin)) {
+        return kPruned;
+      }
+    }
+
+    // A finished configuration of the group that dominates it. Only the most
+    // recent ones are examined, which bounds the cost of a visit; missing a
+    // dominating entry costs search, never a wrong verdict.
     uint64_t classes = 0;  // a Bloom filter of the classes placed
     uint64_t placed = 0;   // how many operations placed
     for (size_t i = 0; i < info.size(); i += 2) {
       classes |= uint64_t{1} << (info[i] % 64);
       placed += info[i + 1];
     }
-    const uint64_t hash = Hash(info);
-    uint32_t& head = Group(key);
-    for (uint32_t id = head; id != kNone; id = entries_[id].next) {
+    int examined = 0;
+    for (uint32_t id = group_heads_[group]; id != kNone && examined < kMaxDominanceChecks;
+         id = entries_[id].next, ++examined) {
       const Entry& e = entries_[id];
-      if ((e.classes & ~classes) != 0 || e.placed > placed) continue;  // neither equal nor covering
-      const uint32_t* stored = info_arena_.data() + e.info_begin;
-      if (e.hash == hash && e.info_len == info.size() &&
-          std::equal(info.begin(), info.end(), stored)) {
-        return kPruned;
-      }
-      if (e.finished && Covers(stored, e.info_len, info)) return kPruned;
+      if (!e.finished || (e.classes & ~classes) != 0 || e.placed > placed) continue;
+      if (Covers(info_arena_.data() + e.info_begin, e.info_len, info)) return kPruned;
     }
+
     Entry e;
     e.info_begin = info_arena_.size();
     e.info_len = static_cast<uint32_t>(info.size());
     e.hash = hash;
     e.classes = classes;
     e.placed = placed;
-    e.next = head;
+    e.group = group;
+    e.next = group_heads_[group];
     info_arena_.insert(info_arena_.end(), info.begin(), info.end());
+    const uint32_t id = static_cast<uint32_t>(entries_.size());
     entries_.push_back(e);
-    head = static_cast<uint32_t>(entries_.size() - 1);
-    return head;
+    group_heads_[group] = id;
+    entry_slots_[slot] = id;
+    return id;
   }
 
   // The configuration `id` has been explored completely, without success.
@@ -302,28 +320,32 @@ class ConfigCache {
 
   uint64_t size() const { return entries_.size(); }
   uint64_t bytes() const {
-    return slots_.capacity() * sizeof(Slot) + arena_words_ * sizeof(uint32_t) +
-           entries_.capacity() * sizeof(Entry) + info_arena_.capacity() * sizeof(uint32_t);
+    return group_slots_.capacity() * sizeof(GroupSlot) + arena_words_ * sizeof(uint32_t) +
+           group_heads_.capacity() * sizeof(uint32_t) +
+           entry_slots_.capacity() * sizeof(uint32_t) + entries_.capacity() * sizeof(Entry) +
+           info_arena_.capacity() * sizeof(uint32_t);
   }
 
  private:
   static constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max() - 1;
   static constexpr size_t kMaxBlockWords = size_t{1} << 20;
+  static constexpr int kMaxDominanceChecks = 64;
 
   struct Entry {
     uint64_t info_begin = 0;  // in info_arena_
-    uint64_t hash = 0;        // of the info
+    uint64_t hash = 0;        // of (group, info)
     uint64_t classes = 0;     // Bloom filter of the classes placed
     uint64_t placed = 0;      // operations placed, over all classes
     uint32_t info_len = 0;
-    uint32_t next = kNone;  // next entry of the same group
+    uint32_t group = 0;
+    uint32_t next = kNone;  // the previous entry of the same group
     bool finished = false;
   };
-  // Open addressing from a group key to its first entry.
-  struct Slot {
+  // Open addressing from a group key to the group's number.
+  struct GroupSlot {
     uint64_t hash = 0;
     uint64_t ref = 0;  // 0 = empty; else (block << 32 | offset) + 1 in the key arena
-    uint32_t head = kNone;
+    uint32_t group = 0;
   };
 
   // Whether every (class, count) of `stored` is matched in `info` by the same
@@ -337,33 +359,37 @@ class ConfigCache {
     return true;
   }
 
-  static uint64_t Hash(const std::vector<uint32_t>& key) {
-    uint64_t h = 0x243f6a8885a308d3ULL ^ key.size();
-    for (uint32_t w : key) {
-      h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-      h ^= h >> 29;
-    }
+  static uint64_t Mix(uint64_t h) {
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;
     return h;
   }
 
-  // The head of `key`'s group, inserting an empty group if needed. The
-  // reference is valid until the next call.
-  uint32_t& Group(const std::vector<uint32_t>& key) {
+  static uint64_t Hash(const std::vector<uint32_t>& words) {
+    uint64_t h = 0x243f6a8885a308d3ULL ^ words.size();
+    for (uint32_t w : words) {
+      h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+      h ^= h >> 29;
+    }
+    return Mix(h);
+  }
+
+  // The number of `key`'s group, creating the group if needed.
+  uint32_t Group(const std::vector<uint32_t>& key) {
     const uint64_t hash = Hash(key);
-    if ((groups_ + 1) * 2 > slots_.size()) Grow();
-    const size_t mask = slots_.size() - 1;
+    if ((group_heads_.size() + 1) * 2 > group_slots_.size()) GrowGroups();
+    const size_t mask = group_slots_.size() - 1;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
-      Slot& slot = slots_[i];
+      GroupSlot& slot = group_slots_[i];
       if (slot.ref == 0) {
         slot.hash = hash;
         slot.ref = Store(key);
-        ++groups_;
-        return slot.head;
+        slot.group = static_cast<uint32_t>(group_heads_.size());
+        group_heads_.push_back(kNone);
+        return slot.group;
       }
-      if (slot.hash == hash && Equals(slot.ref, key)) return slot.head;
+      if (slot.hash == hash && Equals(slot.ref, key)) return slot.group;
     }
   }
 
@@ -396,24 +422,35 @@ class ConfigCache {
     return ref;
   }
 
-  void Grow() {
-    std::vector<Slot> old = std::move(slots_);
-    slots_.assign(old.size() * 2, Slot{});
-    const size_t mask = slots_.size() - 1;
-    for (const Slot& s : old) {
+  void GrowGroups() {
+    std::vector<GroupSlot> old = std::move(group_slots_);
+    group_slots_.assign(old.size() * 2, GroupSlot{});
+    const size_t mask = group_slots_.size() - 1;
+    for (const GroupSlot& s : old) {
       if (s.ref == 0) continue;
       size_t i = s.hash & mask;
-      while (slots_[i].ref != 0) i = (i + 1) & mask;
-      slots_[i] = s;
+      while (group_slots_[i].ref != 0) i = (i + 1) & mask;
+      group_slots_[i] = s;
     }
   }
 
-  std::vector<Slot> slots_;
-  uint64_t groups_ = 0;
+  void GrowEntries() {
+    entry_slots_.assign(entry_slots_.size() * 2, kNone);
+    const size_t mask = entry_slots_.size() - 1;
+    for (uint32_t id = 0; id < entries_.size(); ++id) {
+      size_t i = entries_[id].hash & mask;
+      while (entry_slots_[i] != kNone) i = (i + 1) & mask;
+      entry_slots_[i] = id;
+    }
+  }
+
+  std::vector<GroupSlot> group_slots_;
+  std::vector<uint32_t> group_heads_;  // by group: its latest entry
   std::vector<std::unique_ptr<uint32_t[]>> blocks_;
   size_t block_size_ = 0;
   size_t block_used_ = 0;
   uint64_t arena_words_ = 0;
+  std::vector<uint32_t> entry_slots_;  // open addressing over entries_ by hash
   std::vector<Entry> entries_;
   std::vector<uint32_t> info_arena_;
 };
@@ -455,6 +492,14 @@ struct KeyVerdict {
 //  - an info write whose value only it writes, once a definite read of that
 //    value is linearized, is certainly placed: its class is left out of the
 //    configuration (the definite set implies it), keeping entries small;
+//  - a value is dead once no remaining operation can observe it (no pending
+//    definite get reads it, no pending definite cas expects it, no info cas
+//    ever expects it): all dead values behave alike, so the configuration
+//    records "some dead value" instead of which, and the info puts and
+//    deletes that write a dead value form one pool of interchangeable
+//    writes, of which the configuration records how many were used, and of
+//    which only one is tried at each step. Deadness depends only on the
+//    definite set, so configurations of one group agree on it;
 //  - the cache's subsumption (ConfigCache).
 class KeySearch {
  public:
@@ -485,6 +530,7 @@ class KeySearch {
     int32_t top;      // highest linearized definite op before op, -1 for none
     uint32_t config;  // the cache entry of the configuration op led to
     Phase phase;      // kReads: op was forced, the configuration had no alternative
+    bool pool_tried;  // kInfo: a write of the dead-value pool was tried already
   };
   static constexpr int kMaxFailedStates = 4;
 
@@ -528,6 +574,26 @@ class KeySearch {
   std::vector<int32_t> class_next_, class_prev_;
   int32_t class_head_ = 0;
   std::vector<uint32_t> encoded_classes_;  // sorted: placed > 0 and forced == 0
+
+  // Dead values: by value, how many pending definite operations observe it,
+  // and whether an info cas expects it (then it never dies).
+  std::vector<int32_t> observers_left_;
+  std::vector<uint8_t> info_cas_expects_;
+  std::vector<int32_t> observes_;  // by op: the value a definite op observes, or -1
+  bool Dead(int32_t value) const {
+    return observers_left_[value] == 0 && !info_cas_expects_[value];
+  }
+  // Whether class `c` writes a dead value regardless of the state.
+  bool InPool(int32_t c) const {
+    const KeyOp& o = ops_[class_members_[c][0]];
+    if (o.kind == OpKind::kPut) return Dead(o.value);
+    if (o.kind == OpKind::kDelete) return Dead(kAbsent);
+    return false;
+  }
+  static constexpr uint32_t kDeadState = std::numeric_limits<uint32_t>::max();
+  uint32_t Canonical(int32_t state) const {
+    return Dead(state) ? kDeadState : static_cast<uint32_t>(state);
+  }
 
   std::vector<uint64_t> bits_;       // linearized definite operations
   std::vector<uint64_t> info_mask_;  // info operations
@@ -630,6 +696,22 @@ void KeySearch::Build() {
     if (it != sole_info_writer_class.end()) implies_[i].push_back(it->second);
   }
 
+  int32_t values = kAbsent + 1;
+  for (const KeyOp& o : ops_) {
+    values = std::max({values, o.value + 1, o.expected + 1, o.new_value + 1});
+  }
+  observers_left_.assign(values, 0);
+  info_cas_expects_.assign(values, 0);
+  observes_.assign(n, -1);
+  for (int32_t i = 0; i < n; ++i) {
+    const KeyOp& o = ops_[i];
+    if (o.kind == OpKind::kCas && o.info) info_cas_expects_[o.expected] = 1;
+    if (o.info) continue;
+    if (o.kind == OpKind::kGet) observes_[i] = o.value;
+    if (o.kind == OpKind::kCas) observes_[i] = o.expected;
+    if (observes_[i] >= 0) ++observers_left_[observes_[i]];
+  }
+
   bits_.assign((n + 63) / 64 + 1, 0);
   info_mask_.assign(bits_.size(), 0);
   for (int32_t i = 0; i < n; ++i) {
@@ -668,6 +750,7 @@ void KeySearch::Place(int32_t op) {
   for (int32_t implied : implies_[op]) {
     if (++forced_[implied] == 1 && placed_[implied] > 0) SetEncoded(implied, false);
   }
+  if (observes_[op] >= 0) --observers_left_[observes_[op]];
 }
 
 // The exact reverse of Place (dancing links: valid in LIFO order).
@@ -681,6 +764,7 @@ void KeySearch::Unplace(int32_t op) {
     if (--placed_[c] == 0 && forced_[c] == 0) SetEncoded(c, false);
     return;
   }
+  if (observes_[op] >= 0) ++observers_left_[observes_[op]];
   for (int32_t implied : implies_[op]) {
     if (--forced_[implied] == 0 && placed_[implied] > 0) SetEncoded(implied, true);
   }
@@ -693,7 +777,7 @@ void KeySearch::Unplace(int32_t op) {
 
 void KeySearch::Encode(int32_t state, int32_t top) {
   key_.clear();
-  key_.push_back(static_cast<uint32_t>(state));
+  key_.push_back(Canonical(state));
   const uint32_t limit = static_cast<uint32_t>(top + 1);
   key_.push_back(limit);
   // The first point in the list is the invoke of the lowest-numbered definite
@@ -711,9 +795,18 @@ void KeySearch::Encode(int32_t state, int32_t top) {
     }
   }
   info_key_.clear();
+  uint32_t pool_used = 0;
   for (uint32_t c : encoded_classes_) {
+    if (InPool(static_cast<int32_t>(c))) {
+      pool_used += placed_[c];
+      continue;
+    }
     info_key_.push_back(c);
     info_key_.push_back(placed_[c]);
+  }
+  if (pool_used > 0) {  // as a class of its own, numbered after the others
+    info_key_.push_back(static_cast<uint32_t>(class_members_.size()));
+    info_key_.push_back(pool_used);
   }
 }
 
@@ -760,6 +853,7 @@ Outcome KeySearch::Run() {
   int32_t node = next_[kHead];  // cursor of kReads and kWrites
   int32_t cls = class_head_;    // cursor of kInfo
   int32_t frontier = 0;         // in kInfo: the first return point of the list
+  bool pool_tried = false;      // in kInfo: a write of the dead-value pool was tried
   while (true) {
     // 1. The next candidate of this configuration, or none left.
     int32_t op = -1;
@@ -773,6 +867,7 @@ Outcome KeySearch::Run() {
           phase = Phase::kInfo;
           cls = class_next_[class_head_];
           frontier = node;
+          pool_tried = false;
         } else {
           failed = true;
         }
@@ -791,6 +886,10 @@ Outcome KeySearch::Run() {
       cls = class_next_[cls];
       op = class_members_[c][placed_[c]];
       if (call_node_[op] > frontier) continue;  // this one not invoked yet
+      if (InPool(c)) {
+        if (pool_tried) continue;  // interchangeable with the one tried
+        pool_tried = true;
+      }
     }
 
     // 2. Try it.
@@ -801,7 +900,9 @@ Outcome KeySearch::Run() {
         NoteFailed(op, state);
         continue;
       }
-      if (o.info && new_state == state) continue;
+      // An info write that changes nothing observable may as well never
+      // take effect.
+      if (o.info && Canonical(new_state) == Canonical(state)) continue;
       Place(op);
       const int32_t new_top = o.info ? top : std::max(top, op);
       Encode(new_state, new_top);
@@ -811,7 +912,7 @@ Outcome KeySearch::Run() {
             cache_.bytes() > options_.max_cache_bytes_per_key) {
           return Outcome::kUnknown;
         }
-        stack_.push_back(Frame{op, state, top, config, phase});
+        stack_.push_back(Frame{op, state, top, config, phase, pool_tried});
         state = new_state;
         top = new_top;
         if (!o.info && --definite_remaining == 0) return Outcome::kLinearizable;
@@ -845,6 +946,7 @@ Outcome KeySearch::Run() {
       } else {
         cls = class_next_[class_of_[f.op]];
         frontier = FirstReturn();
+        pool_tried = f.pool_tried;
       }
       break;
     }

@@ -37,6 +37,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+# No __pycache__ written into the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import local_cluster  # noqa: E402  (tests/python: process group, free ports, kvctl)
 from local_cluster import TestFailure  # noqa: E402
@@ -45,6 +47,11 @@ JOB = "quorumkv"
 WAIT_S = 60           # bound of every wait on the cluster or on Prometheus
 WRITES = 300          # keys written between the two commit-index readings
 WRITE_WORKERS = 4     # concurrent kvctl processes while writing
+PUT_ATTEMPTS = 5      # a put refused with FAILED_PRECONDITION is sent again
+# Elections are not what this test is about, and the default 100-200 ms
+# election timeout makes leadership churn on a loaded 2-core CI machine
+# (a synced LevelDB write can stall a leader that long): 0.5-1 s instead.
+ELECTION_TICKS = 50
 
 # Loopback only: a proxy from the environment must not see (or break) the
 # test's HTTP and gRPC traffic. Children (kvctl) inherit the cleaned env.
@@ -226,22 +233,43 @@ def check_one_leader(prom, group, args, endpoints):
         leader, status = kvctl_leader(args, endpoints)
         detail += f"\nkvctl status: {status.strip()}"
         return leader == prom_leader, detail
-    detail = wait_until("exactly one of 3 nodes reports quorumkv_raft_is_leader == 1 "
-                        "and it is the leader kvctl status names", probe, group)
-    log("one leader: " + detail.splitlines()[2])
+    wait_until("exactly one of 3 nodes reports quorumkv_raft_is_leader == 1 "
+               "and it is the leader kvctl status names", probe, group)
+    per_node, _ = prom.by_node(f'quorumkv_raft_is_leader{{job="{JOB}"}}')
+    log(f"quorumkv_raft_is_leader by node: {dict(sorted(per_node.items()))} (kvctl status agrees)")
 
 
 def write_keys(args, endpoints, prefix, count):
-    """`count` kvctl puts, a few at a time; every one must succeed."""
+    """`count` kvctl puts, a few at a time; every one must succeed.
+
+    kvctl retries UNAVAILABLE and timeouts itself but returns
+    FAILED_PRECONDITION at once (client/kv_client.cc, RetryPolicyFor). A
+    leader that has briefly lost its quorum refuses a write that way
+    without proposing it, so resending is safe; the test does, a bounded
+    number of times, and says how often it had to."""
     def put(i):
-        r = local_cluster.kvctl(args.kvctl, endpoints, "put", f"{prefix}-{i:05d}", f"value-{i}", timeout_s=10)
-        return i, r
+        key = f"{prefix}-{i:05d}"
+        refusals = []
+        for _ in range(PUT_ATTEMPTS):
+            r = local_cluster.kvctl(args.kvctl, endpoints, "put", key, f"value-{i}", timeout_s=10)
+            if r.returncode == 0:
+                return len(refusals)
+            if "FAILED_PRECONDITION" not in r.stderr:
+                break
+            refusals.append(r.stderr.strip())
+            time.sleep(0.2)
+        raise TestFailure(f"kvctl put {key} failed (exit {r.returncode}): {r.stdout}{r.stderr}"
+                          + (f"\nafter {len(refusals)} refusals: {refusals}" if refusals else ""))
     start = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=WRITE_WORKERS) as pool:
-        for i, r in pool.map(put, range(count)):
-            if r.returncode != 0:
-                raise TestFailure(f"kvctl put {prefix}-{i:05d} failed (exit {r.returncode}): {r.stdout}{r.stderr}")
-    log(f"wrote {count} keys with kvctl in {time.monotonic() - start:.1f} s")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=WRITE_WORKERS)
+    try:
+        retried = sum(pool.map(put, range(count)))
+    finally:
+        # A failed put (or SIGTERM) ends the test now, not after the
+        # queued puts: only the ones already running are waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
+    log(f"wrote {count} keys with kvctl in {time.monotonic() - start:.1f} s "
+        f"({retried} puts resent after FAILED_PRECONDITION)")
 
 
 def check_index_advances(prom, group, metric, before, writes):
@@ -251,8 +279,9 @@ def check_index_advances(prom, group, metric, before, writes):
         now, raw = prom.by_node(f'{metric}{{job="{JOB}"}}')
         ok = sorted(now) == sorted(want) and all(now[n] >= want[n] for n in want)
         return ok, f"{metric} before the writes: {before}\nwanted at least: {want}\nPrometheus now: {raw}"
-    detail = wait_until(f"{metric} advances by at least {writes} on every node", probe, group)
-    log(f"{metric} advanced: " + detail.splitlines()[-1])
+    wait_until(f"{metric} advances by at least {writes} on every node", probe, group)
+    now, _ = prom.by_node(f'{metric}{{job="{JOB}"}}')
+    log(f"{metric} by node: {dict(sorted(before.items()))} -> {dict(sorted(now.items()))}")
 
     # A commit or applied index never goes back on a running node.
     resets, raw = prom.by_node(f'resets({metric}{{job="{JOB}"}}[5m])')
@@ -279,13 +308,16 @@ def check_latency_histogram(prom, group, writes):
     log(f"Put latency: {count:.0f} requests, mean {1000 * total / count:.2f} ms, median ~{1000 * median:.2f} ms")
 
 
-def save_metrics_sample(metrics_endpoint, out_path):
-    """Keeps one node's raw /metrics text (for the README sample)."""
-    with _HTTP.open(f"http://{metrics_endpoint}/metrics", timeout=5) as resp:
-        text = resp.read().decode("utf-8", "replace")
-    with open(out_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    log(f"saved /metrics of {metrics_endpoint} to {out_path}")
+def save_metrics_samples(metrics_endpoints, out_dir):
+    """Keeps each node's raw /metrics text, as nodeN.metrics in out_dir
+    (for the README sample, or to look at after a run)."""
+    os.makedirs(out_dir, exist_ok=True)
+    for node_id, endpoint in sorted(metrics_endpoints.items()):
+        with _HTTP.open(f"http://{endpoint}/metrics", timeout=5) as resp:
+            text = resp.read().decode("utf-8", "replace")
+        with open(os.path.join(out_dir, f"node{node_id}.metrics"), "w", encoding="utf-8") as f:
+            f.write(text)
+    log(f"saved the /metrics text of every node in {out_dir}")
 
 
 def run_test(args, tmp, group):
@@ -311,7 +343,7 @@ def run_test(args, tmp, group):
         group.start(f"kvserver{n}", [
             args.kvserver, f"--id={n}", f"--data-dir={os.path.join(tmp, f'node{n}')}",
             f"--client-addr={client[n]}", f"--peer-addr={peer[n]}", f"--metrics-addr={metrics[n]}",
-            f"--initial-cluster={initial_cluster}"])
+            f"--initial-cluster={initial_cluster}", f"--election-ticks={ELECTION_TICKS}"])
     leader = local_cluster.wait_for_leader(args.kvctl, endpoints, group, timeout_s=WAIT_S)
     log(f"cluster up, leader {leader}; client {endpoints}, metrics {list(metrics.values())}")
 
@@ -331,7 +363,8 @@ def run_test(args, tmp, group):
     applied_before, _ = prom.by_node(f'quorumkv_raft_applied_index{{job="{JOB}"}}')
     if sorted(commit_before) != list(node_ids) or sorted(applied_before) != list(node_ids):
         raise TestFailure(f"commit/applied index not reported by every node: {commit_before} {applied_before}")
-    log(f"before the writes: commit index {commit_before}, applied index {applied_before}")
+    log(f"before the writes: commit index {dict(sorted(commit_before.items()))}, "
+        f"applied index {dict(sorted(applied_before.items()))}")
 
     write_keys(args, endpoints, "prom", WRITES)
     check_index_advances(prom, group, "quorumkv_raft_commit_index", commit_before, WRITES)
@@ -341,9 +374,9 @@ def run_test(args, tmp, group):
     check_one_leader(prom, group, args, endpoints)
 
     if args.save_metrics:
-        save_metrics_sample(metrics[leader], args.save_metrics)
+        save_metrics_samples(metrics, args.save_metrics)
 
-    # No node's endpoint failed a scrape under the load.
+    # Every target is still up after the load.
     wait_targets_up(prom, group, metrics)
 
 
@@ -353,12 +386,16 @@ def main():
     parser.add_argument("--kvctl", required=True)
     parser.add_argument("--prometheus", default="/usr/bin/prometheus")
     parser.add_argument("--promtool", default="/usr/bin/promtool")
-    parser.add_argument("--save-metrics", help="write the leader's raw /metrics text to this file")
+    parser.add_argument("--save-metrics", metavar="DIR",
+                        help="after the checks, write each node's raw /metrics text to DIR/nodeN.metrics")
     args = parser.parse_args()
 
     # ctest (or a user) stopping the test with SIGTERM still gets every
     # process stopped and the temp dir removed: SystemExit unwinds main().
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="quorumkv-prometheus-")
     keep = os.environ.get("QUORUMKV_KEEP_TEST_DIRS") == "1"

@@ -187,28 +187,28 @@ bool SafetyChecker::NodeHasDurable(const NodeLog& log, Index index, uint64_t has
   return k < log.prefix.size() && log.prefix[k] == hash;
 }
 
-Violation SafetyChecker::OnLeaderCommit(NodeId leader, Index commit, Term term, const ConfState& conf) {
-  auto lit = nodes_.find(leader);
-  if (lit == nodes_.end() || commit <= lit->second.base_index) return {};
-  const NodeLog& llog = lit->second;
-  size_t k = commit - llog.base_index - 1;
-  if (k >= llog.prefix.size()) {
-    return {"Durability", "leader " + S(leader) + " of term " + S(term) + " committed " + S(commit) +
-                              " before making it durable itself"};
+Violation SafetyChecker::OnLeaderCommit(NodeId leader, Index commit, Term entry_term, const ConfState& conf) {
+  // The leader itself need not hold the entry durably yet (it replicates
+  // while writing, thesis §10.2.1): what matters is a quorum of durable
+  // copies in its configuration.
+  auto it = entry_hash_.find({commit.value(), entry_term.value()});
+  if (it == entry_hash_.end()) {
+    return {"Durability", "leader " + S(leader) + " committed " + S(commit) + " (term " + S(entry_term) +
+                              ") which no node has made durable"};
   }
-  const uint64_t hash = llog.prefix[k];
+  const uint64_t hash = it->second;
   size_t durable = 0;
   std::ostringstream who;
   for (NodeId v : conf.voters) {
-    auto it = nodes_.find(v);
-    if (it != nodes_.end() && NodeHasDurable(it->second, commit, hash)) {
+    auto n = nodes_.find(v);
+    if (n != nodes_.end() && NodeHasDurable(n->second, commit, hash)) {
       ++durable;
       who << " " << v;
     }
   }
   if (durable < conf.voters.size() / 2 + 1) {
-    return {"Durability", "leader " + S(leader) + " of term " + S(term) + " committed " + S(commit) +
-                              " durable only on [" + who.str() + " ] of " + conf.ToString()};
+    return {"Durability", "leader " + S(leader) + " committed " + S(commit) + " durable only on [" + who.str() +
+                              " ] of " + conf.ToString()};
   }
   return {};
 }

@@ -47,9 +47,9 @@ class SafetyChecker {
   Violation OnCompact(NodeId node, const raft::MemoryLogStorage& storage);
   // The node reported being leader of `term` (from a Ready's soft state).
   Violation OnLeader(NodeId node, Term term, const raft::Raft& core);
-  // A leader's commit index advanced to `commit` with configuration `conf`:
-  // the entry must be durable on a quorum of `conf`'s voters.
-  Violation OnLeaderCommit(NodeId leader, Index commit, Term term, const ConfState& conf);
+  // A leader's commit index advanced to `commit`, an entry of `entry_term`,
+  // with configuration `conf`: it must be durable on a quorum of its voters.
+  Violation OnLeaderCommit(NodeId leader, Index commit, Term entry_term, const ConfState& conf);
   // A node applied `entry`.
   Violation OnApply(NodeId node, const Entry& entry);
 

@@ -389,9 +389,10 @@ void Simulation::CheckLeaderCommit(SimNode& n) {
     return;
   }
   if (n.core->commit_index() > n.leader_commit_checked && n.leader_commit_checked > Index(0)) {
-    Violation now = checker_.OnLeaderCommit(n.id, n.core->commit_index(), n.core->term(), n.core->conf_state());
+    const Term entry_term = n.core->raft_log().TermAt(n.core->commit_index()).value_or(Term(0));
+    Violation now = checker_.OnLeaderCommit(n.id, n.core->commit_index(), entry_term, n.core->conf_state());
     if (!now.empty()) {
-      Violation before = checker_.OnLeaderCommit(n.id, n.core->commit_index(), n.core->term(), n.last_conf);
+      Violation before = checker_.OnLeaderCommit(n.id, n.core->commit_index(), entry_term, n.last_conf);
       if (!before.empty()) Check(now);
     }
   }
@@ -414,6 +415,15 @@ void Simulation::ProcessReady(SimNode& n) {
       ++result_.stats.leaders;
       Check(checker_.OnLeader(n.id, n.core->term(), *n.core));
     }
+  }
+  // Thesis §10.2.1, as kvserver does it: a leader sends AppendEntries
+  // before its own write of the same Ready is durable.
+  if (n.core->role() == Role::kLeader &&
+      (!rd.hard_state || rd.hard_state->current_term == n.storage.hard_state().current_term)) {
+    std::vector<Message> early, later;
+    for (Message& m : rd.messages) (m.type == MessageType::kAppendEntries ? early : later).push_back(std::move(m));
+    rd.messages = std::move(later);
+    SendMessages(n, early);
   }
   const bool needs_disk = rd.hard_state || rd.snapshot || !rd.entries.empty();
   if (!needs_disk) {
