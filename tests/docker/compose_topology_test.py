@@ -202,7 +202,7 @@ def main():
             raise TestFailure(f"nodes did not exit cleanly on SIGTERM: {bad}\n{group.all_logs()}")
         print(f"ok: the compose topology ran as processes and stopped cleanly in {time.monotonic() - start:.1f} s")
         return 0
-    except (TestFailure, cm.ModelError) as e:
+    except (TestFailure, cm.ModelError, OSError) as e:
         print(f"FAIL: {e}")
         if group is not None:
             print(group.all_logs())

@@ -681,7 +681,7 @@ void Nemesis::DiskFull() {
       probe_keys_.push_back(put.key);
     }
     const OpOutcome out = RunOp(*history_, process, *cluster_->endpoint(target), put, absl::Seconds(2));
-    Log(absl::StrCat("probe put to node ", target, ": ", lincheck::EventTypeName(out.type),
+    Log(absl::StrCat("probe put to node ", target, ": ", std::string(lincheck::EventTypeName(out.type)),
                      out.type == lincheck::EventType::kOk ? "" : absl::StrCat(" (code ", out.code, ": ", out.message, ")")));
     if (line && out.type == lincheck::EventType::kOk) {
       Problem(absl::StrCat("node ", target, " acknowledged a write after it stopped serving on a full disk"));
@@ -718,13 +718,15 @@ void Nemesis::HealAll() {
     if (cluster_->Paused(id)) (void)cluster_->Resume(id);
     if (cluster_->DiskFull(id)) (void)cluster_->FreeDisk(id);
   }
-  Reconcile();
   for (uint64_t id : cluster_->Members()) {
     if (!cluster_->Running(id)) {
       Log(absl::StrCat("restarting node ", id, " for the final checks"));
       if (absl::Status s = cluster_->Restart(id); !s.ok()) Problem("restart: " + std::string(s.message()));
     }
   }
+  // The configuration is read from a leader: wait for one first.
+  (void)cluster_->WaitForLeader(options_.settle_timeout);
+  Reconcile();
   Log("healed: every link open, every member running");
 }
 

@@ -198,7 +198,8 @@ void PeerProxy::Pump(Connection* c, int from_fd, int to_fd) {
       failed = true;
       break;
     }
-    if (r <= 0) continue;
+    // The link may have been cut while we waited: what arrived stays put.
+    if (r <= 0 || links_->Blocked(c->src, node_id_)) continue;
     const ssize_t n = recv(from_fd, buf.data(), buf.size(), 0);
     if (n == 0) {
       shutdown(to_fd, SHUT_WR);  // pass the half-close on

@@ -11,7 +11,9 @@
 //   messages the node sent), Propose, ProposeConfChange, ReadIndex,
 //   TransferLeadership, Compact, ReportSnapshot, ReportUnreachable,
 //   Ready processing (optionally crashing before persisting, after
-//   persisting or after sending), and Crash + restart.
+//   persisting or after sending), Crash + restart, and a disk that starts
+//   failing its reads (the error must be sticky; the node is then restarted
+//   over the repaired disk).
 // Ready processing follows the persistence contract of raft.h to the letter:
 // persist (one MemoryLogStorage::Persist), send, apply, Advance.
 //
@@ -22,9 +24,9 @@
 // durable before they are handed out); entries are applied in order, and an
 // index once committed keeps its term forever (also across restarts); the
 // durable term, commit index and (within a term) vote never go back; the
-// node grants at most one vote per term and never follows another leader in
-// a term it led; API calls fail only with their documented codes; a node
-// always runs out of Readies.
+// node grants at most one vote per term; API calls fail only with their
+// documented codes; a message with bad ids is refused; a node always runs
+// out of Readies.
 //
 // THE PEER MODEL. Some invariants are enforced by the core with QKV_CHECK
 // on what a peer sends (a heartbeat committing beyond the follower's log, an
@@ -156,6 +158,40 @@ bool WireValid(const Message& m) {
   return true;
 }
 
+// The harness's disk: a MemoryLogStorage whose reads (and compactions) can
+// be made to fail, as a damaged disk would. The core must then report the
+// failure from every later call (it is sticky) and never crash; the harness
+// restarts the node over the repaired disk.
+class FaultyStorage : public LogStorage {
+ public:
+  HardState hard_state() const override { return disk_.hard_state(); }
+  SnapshotMeta snapshot_meta() const override { return disk_.snapshot_meta(); }
+  Index FirstIndex() const override { return disk_.FirstIndex(); }
+  Index LastIndex() const override { return disk_.LastIndex(); }
+  absl::StatusOr<Term> TermAt(Index i) const override {
+    if (failing && i != disk_.snapshot_meta().index && i >= disk_.FirstIndex() && i <= disk_.LastIndex()) {
+      return absl::DataLossError("entry " + std::to_string(i.value()) + " is unreadable (injected)");
+    }
+    return disk_.TermAt(i);
+  }
+  absl::StatusOr<std::vector<Entry>> Entries(Index lo, Index hi, uint64_t max_bytes) const override {
+    if (failing) return absl::DataLossError("entries unreadable (injected)");
+    return disk_.Entries(lo, hi, max_bytes);
+  }
+  absl::Status Persist(const PersistBatch& batch) override { return disk_.Persist(batch); }
+  absl::Status Compact(const SnapshotMeta& meta) override {
+    if (failing) return absl::DataLossError("compaction failed (injected)");
+    return disk_.Compact(meta);
+  }
+
+  // What is really on the disk, for the harness's own checks.
+  const MemoryLogStorage& disk() const { return disk_; }
+  bool failing = false;
+
+ private:
+  MemoryLogStorage disk_;
+};
+
 class Harness {
  public:
   explicit Harness(FuzzedDataProvider& fdp) : fdp_(fdp) {}
@@ -165,6 +201,7 @@ class Harness {
     for (int op = 0; op < kMaxOps && fdp_.remaining_bytes() > 0 && alive_; ++op) {
       Step();
       if (!alive_) break;
+      if (!core_->storage_error().ok()) HandleStorageFailure();
       NoteLeadership();
       core_->CheckInvariants();
       CheckCommittedStable();
@@ -252,6 +289,14 @@ class Harness {
     // The state machine holds at least the storage's snapshot (the core
     // treats it as applied; so does a real server after a restart).
     applied_ = std::max(applied_, storage_.snapshot_meta().index);
+    if (storage_.failing) {
+      // Over a damaged disk the node refuses to start, or starts without
+      // needing the damaged part; then the disk is repaired.
+      auto damaged = Raft::Create(config_, &storage_, applied_);
+      FUZZ_CHECK(damaged.ok() || damaged.status().code() == absl::StatusCode::kDataLoss,
+                 "Raft::Create over a damaged disk: %s", damaged.status().ToString().c_str());
+      storage_.failing = false;
+    }
     auto core = Raft::Create(config_, &storage_, applied_);
     FUZZ_CHECK(core.ok(), "Raft::Create over a valid storage failed: %s", core.status().ToString().c_str());
     core_ = std::move(*core);
@@ -291,6 +336,14 @@ class Harness {
     }
     const int64_t delta = fdp_.ConsumeIntegralInRange<int64_t>(-3, 3);
     return Index(delta < 0 && static_cast<uint64_t>(-delta) > base ? 0 : base + delta);
+  }
+
+  // The term of an entry of the node's log, as a peer that shares the log
+  // would know it; 0 if absent. Not through the core while the disk fails
+  // (the read would record a storage error in it).
+  Term TermOf(Index i) {
+    if (storage_.failing) return Term(0);
+    return core_->raft_log().TermAt(i).value_or(Term(0));
   }
 
   ConfChange GenConfChange() {
@@ -380,9 +433,7 @@ class Harness {
         m.read_round = fdp_.ConsumeIntegralInRange<uint64_t>(0, 6);
         if (!m.heartbeat) {
           m.prev_log_index = PickIndex();
-          m.prev_log_term = fdp_.ConsumeIntegralInRange<int>(0, 3) != 0
-                                ? core_->raft_log().TermAt(m.prev_log_index).value_or(Term(0))
-                                : PickTerm();
+          m.prev_log_term = fdp_.ConsumeIntegralInRange<int>(0, 3) != 0 ? TermOf(m.prev_log_index) : PickTerm();
           if (m.prev_log_term > m.term && g_model == PeerModel::kCorrect) m.prev_log_term = m.term;
           m.entries = GenEntries(m.prev_log_index, m.prev_log_term, m.term);
         }
@@ -398,9 +449,8 @@ class Harness {
         break;
       case MessageType::kInstallSnapshot:
         m.snapshot.meta.index = PickIndex();
-        m.snapshot.meta.term = fdp_.ConsumeBool()
-                                   ? core_->raft_log().TermAt(m.snapshot.meta.index).value_or(m.term)
-                                   : PickTerm();
+        m.snapshot.meta.term = fdp_.ConsumeBool() ? TermOf(m.snapshot.meta.index) : PickTerm();
+        if (m.snapshot.meta.term == Term(0)) m.snapshot.meta.term = m.term;
         m.snapshot.meta.conf_state = GenConfState();
         break;
       case MessageType::kInstallSnapshotResponse:
@@ -537,23 +587,27 @@ class Harness {
 
   void Deliver(const Message& m) {
     if (!Admissible(m)) return;
-    if (g_model == PeerModel::kCorrect && LeaderMessage(m)) leader_of_term_.emplace(m.term.value(), m.from.value());
+    const bool bad_ids = m.to != kSelf || m.from == kSelf || m.from == kNoNode;
+    if (g_model == PeerModel::kCorrect && LeaderMessage(m) && !bad_ids) {
+      leader_of_term_.emplace(m.term.value(), m.from.value());
+    }
     if (g_verbose) std::fprintf(stderr, "  step %s\n", m.DebugString().c_str());
     absl::Status s = core_->Step(m);
     NoteLeadership();
-    if (m.to != kSelf || m.from == kSelf || m.from == kNoNode) {
+    if (bad_ids) {
       FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument,
                  "a message with bad ids was not refused: %s -> %s", m.DebugString().c_str(),
                  s.ToString().c_str());
       return;
     }
-    FUZZ_CHECK(s.ok(), "Step failed without a storage error: %s -> %s", m.DebugString().c_str(),
-               s.ToString().c_str());
+    FUZZ_CHECK(s.ok() || (storage_.failing && s == core_->storage_error()),
+               "Step failed without a storage error: %s -> %s", m.DebugString().c_str(), s.ToString().c_str());
   }
 
   // --- operations ---------------------------------------------------------
 
   void CheckCode(const absl::Status& s, std::initializer_list<absl::StatusCode> allowed, const char* what) {
+    if (storage_.failing && s.code() == absl::StatusCode::kDataLoss) return;
     for (absl::StatusCode c : allowed) {
       if (s.code() == c) {
         FUZZ_CHECK(s.ok() || !s.message().empty(), "%s failed without a message", what);
@@ -564,7 +618,7 @@ class Harness {
   }
 
   void Step() {
-    const uint8_t op = fdp_.ConsumeIntegral<uint8_t>() % 20;
+    const uint8_t op = fdp_.ConsumeIntegral<uint8_t>() % 21;
     if (g_verbose) {
       std::fprintf(stderr, "op %u: role %s term %llu commit %llu last %llu\n", op, RoleName(core_->role()),
                    static_cast<unsigned long long>(core_->term().value()),
@@ -576,7 +630,7 @@ class Harness {
       case 1: {  // ticks, each optionally followed by the Ready
         const int n = fdp_.ConsumeIntegralInRange<int>(1, 2 * config_.election_timeout_ticks);
         const bool drain = fdp_.ConsumeBool();
-        for (int i = 0; i < n && alive_; ++i) {
+        for (int i = 0; i < n && alive_ && core_->storage_error().ok(); ++i) {
           CheckCode(core_->Tick(), {absl::StatusCode::kOk}, "Tick");
           NoteLeadership();
           core_->CheckInvariants();
@@ -645,7 +699,28 @@ class Harness {
       case 19:
         DrainAll();
         break;
+      case 20:
+        storage_.failing = true;  // the disk goes bad
+        break;
     }
+  }
+
+  // The core hit a storage error: it must return it from every call from
+  // now on. The real server stops; the harness restarts over a repaired disk.
+  void HandleStorageFailure() {
+    const absl::Status error = core_->storage_error();
+    FUZZ_CHECK(error.code() == absl::StatusCode::kDataLoss, "storage error %s", error.ToString().c_str());
+    FUZZ_CHECK(core_->Tick() == error, "a storage error is not sticky (Tick)");
+    Message m;
+    m.type = MessageType::kAppendEntries;
+    m.from = NodeId(2);
+    m.to = kSelf;
+    m.heartbeat = true;
+    FUZZ_CHECK(core_->Step(m) == error, "a storage error is not sticky (Step)");
+    FUZZ_CHECK(core_->Propose("x").status() == error, "a storage error is not sticky (Propose)");
+    FUZZ_CHECK(core_->ReadIndex(1, ReadMode::kReadIndex) == error, "a storage error is not sticky (ReadIndex)");
+    Crash();
+    Restart();
   }
 
   // --- Ready processing (the persistence contract) --------------------------
@@ -653,7 +728,7 @@ class Harness {
   enum class CrashPoint { kNone = 0, kBeforePersist = 1, kAfterPersist = 2, kAfterSend = 3 };
 
   void DrainAll() {
-    for (int guard = 0; alive_ && core_->HasReady(); ++guard) {
+    for (int guard = 0; alive_ && core_->storage_error().ok() && core_->HasReady(); ++guard) {
       FUZZ_CHECK(guard < 1000, "the node never runs out of Readies");
       ProcessReady(CrashPoint::kNone);
     }
@@ -667,6 +742,7 @@ class Harness {
   void ProcessReady(CrashPoint point) {
     if (!core_->HasReady()) return;
     Ready rd = core_->GetReady();
+    if (!core_->storage_error().ok()) return;  // the node stops; the next check restarts it
     if (point == CrashPoint::kBeforePersist) {
       Crash();
       Restart();
@@ -690,7 +766,6 @@ class Harness {
     }
     // 2. Send.
     for (const Message& m : rd.messages) Sent(m);
-    if (rd.soft_state) ObserveSoftState(*rd.soft_state);
     if (point == CrashPoint::kAfterSend) {
       Crash();
       Restart();
@@ -727,7 +802,8 @@ class Harness {
 
   // The same checks as tests/raft/raft_test_util.cc, TestNode's.
   void CheckReadyAgainstContract(const Ready& rd) {
-    const HardState hs = storage_.hard_state();
+    const MemoryLogStorage& disk = storage_.disk();
+    const HardState hs = disk.hard_state();
     for (const Message& m : rd.messages) {
       FUZZ_CHECK(m.from == kSelf, "message sent as node %llu", static_cast<unsigned long long>(m.from.value()));
       const bool future_term = (m.type == MessageType::kRequestVote && m.pre_vote) ||
@@ -735,28 +811,33 @@ class Harness {
       if (!future_term) {
         FUZZ_CHECK(m.term <= hs.current_term, "sends %s before its term is durable", m.DebugString().c_str());
       }
+      // A vote (or self-vote) is a promise about its term. When the durable
+      // term is already later, the promise holds without the vote on disk:
+      // the node can never vote in that term again (a message queued before
+      // the node moved on to a later term within the same Ready).
       if (m.type == MessageType::kRequestVoteResponse && !m.pre_vote && m.vote_granted) {
-        FUZZ_CHECK(hs.current_term == m.term && hs.voted_for == m.to, "vote granted before it is durable: %s",
-                   m.DebugString().c_str());
+        FUZZ_CHECK(hs.current_term > m.term || (hs.current_term == m.term && hs.voted_for == m.to),
+                   "vote granted before it is durable: %s", m.DebugString().c_str());
         auto [it, inserted] = votes_.emplace(m.term.value(), m.to.value());
         FUZZ_CHECK(it->second == m.to.value(), "two votes in term %llu: for %llu and %llu",
                    static_cast<unsigned long long>(m.term.value()), static_cast<unsigned long long>(it->second),
                    static_cast<unsigned long long>(m.to.value()));
       }
       if (m.type == MessageType::kRequestVote && !m.pre_vote) {
-        FUZZ_CHECK(hs.current_term == m.term && hs.voted_for == kSelf, "campaign before its self-vote is durable");
+        FUZZ_CHECK(hs.current_term > m.term || (hs.current_term == m.term && hs.voted_for == kSelf),
+                   "campaign before its self-vote is durable: %s", m.DebugString().c_str());
       }
       if ((m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
           (m.type == MessageType::kInstallSnapshotResponse && m.success)) {
-        FUZZ_CHECK(storage_.LastIndex() >= m.match_index, "acknowledges entries it has not persisted: %s",
+        FUZZ_CHECK(disk.LastIndex() >= m.match_index, "acknowledges entries it has not persisted: %s",
                    m.DebugString().c_str());
       }
     }
     for (const Entry& e : rd.committed_entries) {
-      FUZZ_CHECK(e.index <= storage_.LastIndex(), "committed entry %llu handed out before it is durable",
+      FUZZ_CHECK(e.index <= disk.LastIndex(), "committed entry %llu handed out before it is durable",
                  static_cast<unsigned long long>(e.index.value()));
-      if (e.index >= storage_.FirstIndex()) {
-        auto term = storage_.TermAt(e.index);
+      if (e.index >= disk.FirstIndex()) {
+        auto term = disk.TermAt(e.index);
         FUZZ_CHECK(term.ok() && *term == e.term, "committed entry %llu differs from the durable log",
                    static_cast<unsigned long long>(e.index.value()));
       }
@@ -774,43 +855,18 @@ class Harness {
       uint64_t& r = rounds_sent_[{m.to.value(), m.term.value()}];
       r = std::max(r, m.read_round);
     }
-    if (LeaderMessage(m)) {
-      auto [it, inserted] = leader_of_term_.emplace(m.term.value(), kSelf.value());
-      if (g_model == PeerModel::kCorrect) {
-        FUZZ_CHECK(it->second == kSelf.value(), "leads term %llu, which node %llu led",
-                   static_cast<unsigned long long>(m.term.value()), static_cast<unsigned long long>(it->second));
-      }
-    }
     sent_.push_back(m);
     if (sent_.size() > kSentKept) sent_.pop_front();
   }
 
-  // A node that became leader of a term is that term's only leader.
+  // The peer model: a term this node led has no other leader.
   void NoteLeadership() {
-    if (core_->role() != Role::kLeader) return;
-    auto [it, inserted] = leader_of_term_.emplace(core_->term().value(), kSelf.value());
-    if (g_model == PeerModel::kCorrect) {
-      FUZZ_CHECK(it->second == kSelf.value(), "leads term %llu, which node %llu led",
-                 static_cast<unsigned long long>(it->first), static_cast<unsigned long long>(it->second));
-    }
-  }
-
-  void ObserveSoftState(const SoftState& soft) {
-    if (soft.leader == kNoNode) return;
-    const uint64_t term = core_->term().value();
-    auto [it, inserted] = followed_.emplace(term, soft.leader.value());
-    if (!inserted && it->second != soft.leader.value()) {
-      // Two leaders in one term: only a faulty peer can cause it, except
-      // when this node is one of them.
-      FUZZ_CHECK(g_model != PeerModel::kCorrect && it->second != kSelf.value() && soft.leader != kSelf,
-                 "term %llu: followed node %llu, now node %llu", static_cast<unsigned long long>(term),
-                 static_cast<unsigned long long>(it->second), static_cast<unsigned long long>(soft.leader.value()));
-      it->second = soft.leader.value();
-    }
+    if (core_->role() == Role::kLeader) leader_of_term_.emplace(core_->term().value(), kSelf.value());
   }
 
   // An index once committed keeps its term while it is in the log.
   void CheckCommittedStable() {
+    if (storage_.failing) return;  // reading would record a storage error in the core
     const RaftLog& log = core_->raft_log();
     const Index hi = std::min(log.committed(), log.LastIndex());
     for (auto it = committed_terms_.lower_bound(log.FirstIndex().value());
@@ -826,7 +882,7 @@ class Harness {
   FuzzedDataProvider& fdp_;
   uint64_t rng_ = 0;
   Config config_;
-  MemoryLogStorage storage_;
+  FaultyStorage storage_;
   std::unique_ptr<Raft> core_;
   bool alive_ = false;
 
@@ -834,7 +890,6 @@ class Harness {
   HardState last_hard_;                        // the last durable hard state
   std::map<uint64_t, uint64_t> committed_terms_;  // index -> term of every entry applied
   std::map<uint64_t, uint64_t> votes_;         // term -> the candidate this node voted for
-  std::map<uint64_t, uint64_t> followed_;      // term -> the leader this node knew in it
   std::deque<Message> sent_;                   // the last messages sent, for replies
   uint64_t next_read_id_ = 100;
 

@@ -565,7 +565,7 @@ class KeySearch {
   std::vector<int32_t> call_node_, ret_node_;  // by op; for info ops only call_node_
 
   // Classes of interchangeable info operations, each in invoke order, and
-  // a doubly linked list (head kClassHead) of those not yet all placed.
+  // a doubly linked list (head class_head_) of those not yet all placed.
   std::vector<std::vector<int32_t>> class_members_;
   std::vector<int32_t> class_of_;      // by op, -1 for definite
   std::vector<uint32_t> placed_;       // by class

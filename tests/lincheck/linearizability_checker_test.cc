@@ -443,6 +443,32 @@ TEST(ValidHistories, TwoUnobservedTimedOutPutsBothExplainFailedCas) {
   EXPECT_THAT(r.message, HasSubstr("cas(expected \"a\", new \"w\") -> not swapped"));
 }
 
+TEST(ValidHistories, TimedOutPutWhoseValueDiedExplainsALaterFailedCas) {
+  // y is observed only by the first failed cas (so y was not applied before
+  // it); after that nobody can observe y, and y applied late is what makes
+  // the second cas fail.
+  History h;
+  h.Put(1, "k", "a", 0, 10)
+      .Put(2, "k", "y", 20, 25, EventType::kInfo)
+      .Cas(3, "k", "y", "z", false, 30, 40)
+      .Put(1, "k", "b", 50, 60)
+      .Cas(3, "k", "b", "w", false, 70, 80);
+  ExpectLinearizable(h, 4);
+
+  // Two failed cas after two definite writes need two late writes; one
+  // timed-out put can only take effect once.
+  History once;
+  once.Put(1, "k", "a", 0, 10)
+      .Put(2, "k", "y", 20, 25, EventType::kInfo)
+      .Cas(3, "k", "y", "z", false, 30, 40)
+      .Put(1, "k", "b", 50, 60)
+      .Cas(3, "k", "b", "w", false, 70, 80)
+      .Put(1, "k", "c", 90, 100)
+      .Cas(3, "k", "c", "v", false, 110, 120);
+  CheckResult r = Check(once);
+  EXPECT_EQ(r.outcome, Outcome::kNotLinearizable) << r.message;
+}
+
 TEST(ValidHistories, InfoCasTakesEffect) {
   History h;
   h.Put(1, "k", "a", 0, 10)

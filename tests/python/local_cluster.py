@@ -71,7 +71,10 @@ class ProcessGroup:
             raise ValueError(f"process {name} started twice")
         log_path = os.path.join(self._log_dir, f"{name}.log")
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            except OSError as e:  # e.g. the binary is being relinked right now
+                raise TestFailure(f"cannot start {name} ({argv[0]}): {e}") from e
         self._procs[name] = (proc, log_path)
         return proc
 

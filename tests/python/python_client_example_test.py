@@ -209,7 +209,7 @@ def main():
             raise TestFailure(f"servers did not exit cleanly on SIGTERM: {bad}\n{group.all_logs()}")
         print("ok")
         return 0
-    except TestFailure as e:
+    except (TestFailure, OSError) as e:
         print(f"FAIL: {e}")
         print(group.all_logs())
         return 1
