@@ -16,15 +16,25 @@
 #   --build-dir DIR    where to build kvserver and kvbench (default build-bench)
 #   --out DIR          results directory (default bench/results/<date-time>)
 #   --quick            --concurrency "16 64" --reps 1 --duration 3s
+#   --quorumkv-flags "F"  extra kvserver flags (default "--tick-ms 10
+#                      --heartbeat-ticks 10 --election-ticks 100": etcd's
+#                      default timing, heartbeat 100 ms and election timeout
+#                      1 s; kvserver's own default, 10 ms and 100 ms, makes
+#                      leaders change under the CPU starvation of six
+#                      servers and a client on two cores)
 #
 # What it does:
 #   - installs Debian's etcd-server and etcd-client if `etcd` is missing;
 #   - builds kvserver and kvbench;
-#   - starts quorumkv on client ports 12379/22379/32379 (peers 12380/...)
-#     and etcd on 12479/22479/32479 (peers 12480/...), data in a temporary
+#   - starts quorumkv on client ports 12379/13379/14379 (peers 12380/...)
+#     and etcd on 12479/13479/14479 (peers 12480/...), data in a temporary
 #     directory, fsync on for both (etcd's default; quorumkv always syncs
 #     its Raft log). A system etcd service the package may have started
-#     (port 2379) is left alone: no port is shared with it;
+#     (2379) and scripts/start-cluster.sh (2379/22379/32379) are left alone:
+#     no port is shared with them. gRPC servers bind with SO_REUSEPORT, so a
+#     second server on one of these ports would silently take half of the
+#     connections: before every run the script checks that each port has
+#     exactly one listener, one of its own servers, and stops otherwise;
 #   - preloads the 10,000 keys into each system, then runs every workload
 #     at every concurrency, alternating which system goes first;
 #   - around each run reads utime+stime of the six server processes in
@@ -49,6 +59,7 @@ workloads="put get-linearizable get-serializable get-lease mixed"
 build=build-bench
 out=""
 warmup=1s
+qkv_flags="--tick-ms 10 --heartbeat-ticks 10 --election-ticks 100"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
@@ -64,6 +75,8 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift 2 ;;
     --out=*) out=${1#*=}; shift ;;
     --quick) levels="16 64"; reps=1; duration=3s; shift ;;
+    --quorumkv-flags) qkv_flags=$2; shift 2 ;;
+    --quorumkv-flags=*) qkv_flags=${1#*=}; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -118,32 +131,34 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 12379 12380 22379 22380 32379 32380 12479 12480 22479 22480 32479 32480; do
+ports="12379 12380 13379 13380 14379 14380 12479 12480 13479 13480 14479 14480"
+for p in $ports; do
   if port_in_use "$p"; then
-    echo "compare.sh: port $p on 127.0.0.1 is in use; stop what holds it (compare.sh uses 12379-32480)" >&2
+    echo "compare.sh: port $p on 127.0.0.1 is in use; stop what holds it (compare.sh uses $ports)" >&2
     exit 1
   fi
 done
 
 # --- start both clusters ----------------------------------------------------------
-qkv_cluster="1=127.0.0.1:12380@127.0.0.1:12379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:32380@127.0.0.1:32379"
+qkv_cluster="1=127.0.0.1:12380@127.0.0.1:12379,2=127.0.0.1:13380@127.0.0.1:13379,3=127.0.0.1:14380@127.0.0.1:14379"
+# shellcheck disable=SC2086  # $qkv_flags is a list of flags
 for i in 1 2 3; do
   "$kvserver" --id "$i" --data-dir "$work/qkv$i" \
-    --client-addr "127.0.0.1:${i}2379" --peer-addr "127.0.0.1:${i}2380" \
-    --initial-cluster "$qkv_cluster" --log-level warn >"$work/quorumkv$i.log" 2>&1 &
+    --client-addr "127.0.0.1:1$((i + 1))379" --peer-addr "127.0.0.1:1$((i + 1))380" \
+    --initial-cluster "$qkv_cluster" --log-level warn $qkv_flags >"$work/quorumkv$i.log" 2>&1 &
   qkv_pids+=($!)
 done
-etcd_cluster="e1=http://127.0.0.1:12480,e2=http://127.0.0.1:22480,e3=http://127.0.0.1:32480"
+etcd_cluster="e1=http://127.0.0.1:12480,e2=http://127.0.0.1:13480,e3=http://127.0.0.1:14480"
 for i in 1 2 3; do
   "$etcd_bin" --name "e$i" --data-dir "$work/etcd$i" \
-    --listen-client-urls "http://127.0.0.1:${i}2479" --advertise-client-urls "http://127.0.0.1:${i}2479" \
-    --listen-peer-urls "http://127.0.0.1:${i}2480" --initial-advertise-peer-urls "http://127.0.0.1:${i}2480" \
+    --listen-client-urls "http://127.0.0.1:1$((i + 1))479" --advertise-client-urls "http://127.0.0.1:1$((i + 1))479" \
+    --listen-peer-urls "http://127.0.0.1:1$((i + 1))480" --initial-advertise-peer-urls "http://127.0.0.1:1$((i + 1))480" \
     --initial-cluster "$etcd_cluster" --initial-cluster-token "compare-$$" --initial-cluster-state new \
     --logger zap --log-level warn >"$work/etcd$i.log" 2>&1 &
   etcd_pids+=($!)
 done
-qkv_endpoints=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
-etcd_endpoints=127.0.0.1:12479,127.0.0.1:22479,127.0.0.1:32479
+qkv_endpoints=127.0.0.1:12379,127.0.0.1:13379,127.0.0.1:14379
+etcd_endpoints=127.0.0.1:12479,127.0.0.1:13479,127.0.0.1:14479
 
 clk_tck=$(getconf CLK_TCK)
 # Sum of utime + stime (clock ticks) of the given processes. The fields are
@@ -160,10 +175,22 @@ cpu_ticks() {
   echo "$total"
 }
 alive_or_die() {
-  local pid
+  local pid p listeners mine
   for pid in "${qkv_pids[@]}" "${etcd_pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "compare.sh: a server (pid $pid) exited; logs in $out/logs" >&2
+      exit 1
+    fi
+  done
+  # Exactly one listener per port, and it is ours (see SO_REUSEPORT above).
+  for p in $ports; do
+    listeners=$(ss -Hltnp "sport = :$p" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u || true)
+    mine=0
+    for pid in "${qkv_pids[@]}" "${etcd_pids[@]}"; do
+      [[ $listeners == "pid=$pid" ]] && mine=1
+    done
+    if [[ $mine != 1 ]]; then
+      echo "compare.sh: port $p is not (only) ours: listeners ${listeners//$'\n'/ }; stopping" >&2
       exit 1
     fi
   done
@@ -250,9 +277,9 @@ PY
   done
 done
 
-/usr/bin/python3 - "$out" "$etcd_version" <<'PY'
+/usr/bin/python3 - "$out" "$etcd_version" "$qkv_flags" <<'PY'
 import glob, json, os, statistics, sys
-out, etcd_version = sys.argv[1], sys.argv[2]
+out, etcd_version, qkv_flags = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = []
 for p in sorted(glob.glob(os.path.join(out, "*.json"))):
     if os.path.basename(p).startswith("summary"):
@@ -295,6 +322,7 @@ lines = []
 lines.append("Machine: %s cores, %s, %s; etcd: %s" % (m["cores"], m["cpu_model"] or "unknown CPU", m["kernel"], etcd_version or "?"))
 lines.append("Runs: %.0f s measured after %.0f s warm-up, medians of %d repetition(s); keys %d x %d B, values %d B, all to the leader." % (
     p["duration_s"], p["warmup_s"], max(len(v) for v in groups.values()), p["keys"], p["key_size"], p["value_size"]))
+lines.append("kvserver flags: %s; etcd: defaults (heartbeat 100 ms, election 1 s, fsync on)." % (qkv_flags or "(defaults)"))
 lines.append("")
 lines.append("| workload | in flight | quorumkv ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | ops ratio q/e | CPU cores q: client/servers/idle etcd | CPU cores e: client/servers/idle q | errors q/e |")
 lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
@@ -321,7 +349,7 @@ print(text)
 with open(os.path.join(out, "summary.md"), "w") as fh:
     fh.write(text)
 with open(os.path.join(out, "summary.json"), "w") as fh:
-    json.dump({"machine": m, "etcd_version": etcd_version, "rows": rows}, fh, indent=2)
+    json.dump({"machine": m, "etcd_version": etcd_version, "quorumkv_flags": qkv_flags, "rows": rows}, fh, indent=2)
 PY
 echo "compare.sh: raw JSON and summary in $out"
 if [[ $failed -gt 0 ]]; then

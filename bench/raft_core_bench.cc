@@ -84,13 +84,13 @@ class InMemoryCluster {
           PersistBatch batch;
           batch.hard_state = rd.hard_state;
           if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
-          batch.entries = std::move(rd.entries);
+          batch.entries = rd.entries;  // a copy: Advance(rd) reads them too
           if (absl::Status s = n->storage.Persist(batch); !s.ok()) {
             std::fprintf(stderr, "raft_core_bench: persist: %s\n", s.ToString().c_str());
             std::abort();
           }
         }
-        for (Message& m : rd.messages) inbox.push_back(std::move(m));
+        for (const Message& m : rd.messages) inbox.push_back(m);
         applied_ += rd.committed_entries.size();
         n->core->Advance(rd);
       }

@@ -217,7 +217,10 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  // gRPC sets SO_REUSEPORT by default: two nodes could then share a port
+  // and split its connections between them. A port in use must be an error.
   grpc::ServerBuilder peer_builder;
+  peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int peer_port = 0;
   peer_builder.AddListeningPort(peer_addr, grpc::InsecureServerCredentials(), &peer_port);
   peer_builder.RegisterService(transport->service());
@@ -228,6 +231,7 @@ int main(int argc, char** argv) {
   quorumkv::server::KvService kv_service(node->get());
   quorumkv::server::ClusterService cluster_service(node->get());
   grpc::ServerBuilder client_builder;
+  client_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int client_port = 0;
   client_builder.AddListeningPort(client_addr, grpc::InsecureServerCredentials(), &client_port);
   client_builder.RegisterService(&kv_service);

@@ -531,6 +531,9 @@ absl::StatusOr<v1::StatusResponse> FaultCluster::Status(uint64_t id, absl::Durat
   std::shared_ptr<Endpoint> ep = endpoint(id);
   if (ep == nullptr) return absl::NotFoundError(absl::StrCat("no node ", id));
   grpc::ClientContext ctx;
+  // Wait for the connection within the deadline rather than failing at
+  // once while the channel backs off after the node was down.
+  ctx.set_wait_for_ready(true);
   v1::StatusResponse resp;
   grpc::Status s = ep->cluster->Status(WithDeadline(ctx, timeout), v1::StatusRequest(), &resp);
   if (!s.ok()) {
@@ -632,11 +635,15 @@ absl::Status FaultCluster::FillDisk(uint64_t id) {
       // and any page left over would let the node go on a little longer.
       std::vector<char> block(1 << 20, 'F');
       for (size_t size = block.size(); size >= 1; size /= 4) {
-        while (write(fd, block.data(), size) == static_cast<ssize_t>(size)) {
-        }
-        if (errno != ENOSPC) {
-          const int err = errno;
+        while (true) {
+          const ssize_t w = write(fd, block.data(), size);
+          if (w > 0) continue;  // a short write: the next one says why
+          if (w < 0 && errno == EINTR) continue;
+          if (w < 0 && errno == ENOSPC) break;
+          const int err = w < 0 ? errno : EIO;
           close(fd);
+          std::error_code ec;
+          fs::remove(filler, ec);
           return absl::InternalError(absl::StrCat("filling ", filler, ": ", std::strerror(err)));
         }
       }
@@ -750,14 +757,23 @@ std::string FaultCluster::LogTail(uint64_t id, int lines) const {
 }
 
 std::vector<std::string> FaultCluster::ShutdownAll(absl::Duration timeout) {
-  std::vector<std::string> problems;
+  // In parallel: each node takes a second or two to shut down.
+  std::vector<uint64_t> ids;
   for (uint64_t id : AllIds()) {
-    if (!Running(id)) continue;
-    absl::StatusOr<int> code = Terminate(id, timeout);
-    if (!code.ok()) {
-      problems.push_back(std::string(code.status().message()));
-    } else if (*code != 0) {
-      problems.push_back(absl::StrCat("node ", id, " exited with status ", *code, " after SIGTERM (expected 0)"));
+    if (Running(id)) ids.push_back(id);
+  }
+  std::vector<absl::StatusOr<int>> codes(ids.size(), absl::UnknownError("not terminated"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    threads.emplace_back([this, &codes, &ids, i, timeout] { codes[i] = Terminate(ids[i], timeout); });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<std::string> problems;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!codes[i].ok()) {
+      problems.push_back(std::string(codes[i].status().message()));
+    } else if (*codes[i] != 0) {
+      problems.push_back(absl::StrCat("node ", ids[i], " exited with status ", *codes[i], " after SIGTERM (expected 0)"));
     }
   }
   return problems;

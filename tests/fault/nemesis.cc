@@ -285,6 +285,18 @@ void Nemesis::Pause() {
 // ---------------------------------------------------------------------------
 // Partitions
 
+// What each node believes, half-way through a fault: evidence that the
+// fault bit (a new leader on the majority side, an old one stepping down).
+void Nemesis::LogViews() {
+  std::vector<std::string> views;
+  for (uint64_t id : cluster_->Members()) {
+    auto st = cluster_->Status(id, absl::Milliseconds(300));
+    views.push_back(st.ok() ? absl::StrCat(id, ":", st->role(), "/t", st->term(), "/L", st->leader_id())
+                            : absl::StrCat(id, ":?"));
+  }
+  Log("during the fault (node:role/term/leader): " + absl::StrJoin(views, " "));
+}
+
 void Nemesis::IsolateLeader(const std::string& label, std::optional<uint64_t> leader) {
   const std::vector<uint64_t> members = cluster_->Members();
   const uint64_t isolated = leader ? *leader : Pick(members);
@@ -296,9 +308,15 @@ void Nemesis::IsolateLeader(const std::string& label, std::optional<uint64_t> le
   }
   const absl::Duration hold = Uniform(options_.fault_min, options_.fault_max);
   Count(label);
-  Log(absl::StrCat(label, ": node ", isolated, " cut off from ", Ids(members), " for ", absl::FormatDuration(hold),
+  std::vector<uint64_t> others;
+  for (uint64_t id : members) {
+    if (id != isolated) others.push_back(id);
+  }
+  Log(absl::StrCat(label, ": node ", isolated, " cut off from ", Ids(others), " for ", absl::FormatDuration(hold),
                    " (", LeaderText(leader), "); blocked ", Links(links.BlockedLinks())));
-  Sleep(hold);
+  Sleep(hold / 2);
+  LogViews();
+  Sleep(hold - hold / 2);
   links.HealAll();
   Log("healed all links");
 }
@@ -373,15 +391,7 @@ void Nemesis::Partition() {
   Log(absl::StrCat(label, ": ", shape, " for ", absl::FormatDuration(hold), " (", LeaderText(leader),
                    "); blocked ", Links(links.BlockedLinks())));
   Sleep(hold / 2);
-  // What each side believes, half-way through: evidence that the partition
-  // bit (a new leader on the majority side, an old one stepping down).
-  std::vector<std::string> views;
-  for (uint64_t id : members) {
-    auto st = cluster_->Status(id, absl::Milliseconds(300));
-    views.push_back(st.ok() ? absl::StrCat(id, ":", st->role(), "/t", st->term(), "/L", st->leader_id())
-                            : absl::StrCat(id, ":?"));
-  }
-  Log("during the partition: " + absl::StrJoin(views, " "));
+  LogViews();
   Sleep(hold - hold / 2);
   links.HealAll();
   Log("healed all links");

@@ -92,6 +92,7 @@ class Nemesis {
   void RemoveNode();
   void Transfer(std::optional<uint64_t> target);
   void Settle();
+  void LogViews();
   // Makes the test's view of the membership follow the configuration: a
   // node removed by a change whose answer was lost is stopped, a node added
   // that way is started.

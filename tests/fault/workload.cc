@@ -120,6 +120,9 @@ OpOutcome RunOp(HistoryRecorder& history, int64_t process, Endpoint& ep, const O
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
+  // A node that was just restarted: wait for the connection (within the
+  // deadline) instead of failing while the channel backs off.
+  ctx.set_wait_for_ready(true);
   grpc::Status s;
   OpOutcome out;
   switch (request.f) {
