@@ -201,12 +201,21 @@ endpoints_of() { [[ $1 == quorumkv ]] && echo "$qkv_endpoints" || echo "$etcd_en
 
 echo "compare.sh: preloading 10,000 keys into each system..."
 for sys in quorumkv etcd; do
-  if ! "$kvbench" --system "$sys" --endpoints "$(endpoints_of "$sys")" "${common[@]}" \
-      --preload-only --concurrency 64 >"$work/preload-$sys.log" 2>&1; then
-    cat "$work/preload-$sys.log" >&2
-    echo "compare.sh: preloading $sys failed" >&2
-    exit 1
-  fi
+  # Puts are idempotent here: a preload that met errors (a leader change
+  # on a starved machine) is simply run again, three times at most.
+  for attempt in 1 2 3; do
+    if "$kvbench" --system "$sys" --endpoints "$(endpoints_of "$sys")" "${common[@]}" \
+        --preload-only --concurrency 64 >"$work/preload-$sys-$attempt.log" 2>&1; then
+      break
+    fi
+    cat "$work/preload-$sys-$attempt.log" >&2
+    if [[ $attempt == 3 ]]; then
+      echo "compare.sh: preloading $sys failed three times" >&2
+      exit 1
+    fi
+    echo "compare.sh: preloading $sys met errors; again" >&2
+    sleep 2
+  done
 done
 
 workload_flags() {

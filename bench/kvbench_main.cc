@@ -33,6 +33,8 @@ int Main(int argc, char** argv) {
   }
   const BenchOptions& o = *parsed;
   const absl::Time started = absl::Now();
+  // Sampled before this process adds any load.
+  const MachineInfo machine = DescribeMachine();
 
   absl::StatusOr<std::unique_ptr<Driver>> driver = MakeDriver(o);
   if (!driver.ok()) {
@@ -45,9 +47,12 @@ int Main(int argc, char** argv) {
   context.effective_consistency = (*driver)->effective_consistency();
   context.notes = (*driver)->notes();
   context.started_at = absl::FormatTime(absl::RFC3339_sec, started, absl::UTCTimeZone());
-  std::fprintf(stderr, "kvbench: %s at %s (%s), %d in flight over %d channel(s) per endpoint, mix %s, %s reads\n",
+  std::fprintf(stderr, "kvbench: %s at %s (%s), %d in flight over %d channel(s) per endpoint, %s\n",
                SystemName(o.system), absl::StrJoin(context.targets, ",").c_str(), TargetName(o.target),
-               o.concurrency, o.channels, o.mix.ToString().c_str(), context.effective_consistency.c_str());
+               o.concurrency, o.channels,
+               o.preload_only ? absl::StrCat("preload of ", o.keys, " keys only").c_str()
+                              : absl::StrCat("mix ", o.mix.ToString(), ", ", context.effective_consistency, " reads")
+                                    .c_str());
   for (const std::string& note : context.notes) std::fprintf(stderr, "kvbench: note: %s\n", note.c_str());
 
   Runner runner(o, driver->get());
@@ -82,7 +87,7 @@ int Main(int argc, char** argv) {
   context.wall_s = absl::ToDoubleSeconds(absl::Now() - started);
   if (!o.json_path.empty()) {
     std::ofstream out(o.json_path);
-    out << BuildReport(o, context, preload, run, DescribeMachine()).dump(2) << "\n";
+    out << BuildReport(o, context, preload, run, machine).dump(2) << "\n";
     out.close();
     if (!out) {
       std::fprintf(stderr, "kvbench: cannot write %s\n", o.json_path.c_str());

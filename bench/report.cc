@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -20,6 +21,7 @@ MachineInfo DescribeMachine() {
   m.online_cpus = sysconf(_SC_NPROCESSORS_ONLN);
   utsname u{};
   if (uname(&u) == 0) m.kernel = absl::StrCat(u.sysname, " ", u.release, " ", u.version, " ", u.machine);
+  if (getloadavg(m.load_average, 3) != 3) m.load_average[0] = m.load_average[1] = m.load_average[2] = -1;
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line;
   while (std::getline(cpuinfo, line)) {
@@ -104,7 +106,8 @@ nlohmann::json BuildReport(const BenchOptions& o, const RunContext& c, const std
   j["machine"] = {{"cores", m.online_cpus},
                   {"hardware_concurrency", m.hardware_concurrency},
                   {"kernel", m.kernel},
-                  {"cpu_model", m.cpu_model}};
+                  {"cpu_model", m.cpu_model},
+                  {"load_average", {m.load_average[0], m.load_average[1], m.load_average[2]}}};
   return j;
 }
 

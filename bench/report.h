@@ -17,6 +17,9 @@ struct MachineInfo {
   long online_cpus = 0;               // sysconf(_SC_NPROCESSORS_ONLN), what nproc prints
   std::string kernel;                 // uname: sysname release version machine
   std::string cpu_model;              // /proc/cpuinfo "model name", if any
+  // getloadavg(): 1, 5 and 15 minutes, when DescribeMachine ran. On a
+  // shared machine, other load skews every figure: the JSON keeps it.
+  double load_average[3] = {0, 0, 0};
 };
 MachineInfo DescribeMachine();
 

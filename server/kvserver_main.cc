@@ -21,6 +21,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -47,10 +48,10 @@ ABSL_FLAG(std::string, join, "",
 ABSL_FLAG(std::string, cluster_token, "quorumkv",
           "Names the cluster: nodes refuse peer traffic and data dirs of another token.");
 ABSL_FLAG(int, tick_ms, 10, "Raft tick interval in milliseconds.");
-ABSL_FLAG(int, heartbeat_ticks, 1, "Leader heartbeat interval, in ticks.");
-ABSL_FLAG(int, election_ticks, 10,
+ABSL_FLAG(int, heartbeat_ticks, 5, "Leader heartbeat interval, in ticks.");
+ABSL_FLAG(int, election_ticks, 50,
           "Minimum election timeout in ticks (randomized up to twice this). Must exceed --heartbeat-ticks.");
-ABSL_FLAG(int, lease_drift_ticks, 2,
+ABSL_FLAG(int, lease_drift_ticks, 10,
           "Clock-drift margin for leader leases, in ticks: the lease lasts election - drift ticks.");
 ABSL_FLAG(uint64_t, snapshot_min_entries, 10000, "Log entries between snapshots at the least (0: by bytes only).");
 ABSL_FLAG(uint64_t, snapshot_min_bytes, 64ull << 20, "Log bytes between snapshots at the least (0: by entries only).");
@@ -131,6 +132,9 @@ int main(int argc, char** argv) {
   std::vector<char*> normalized_argv;
   for (std::string& a : normalized) normalized_argv.push_back(a.data());
   std::vector<char*> rest = absl::ParseCommandLine(argc, normalized_argv.data());
+  // Debian's abseil checks every mutex acquisition for deadlock cycles,
+  // about 1 % of a busy server's CPU; our lock order is fixed and tested.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (rest.size() > 1) Die(std::string("unexpected argument \"") + rest[1] + "\"; see --help");
 
   const std::string level = absl::GetFlag(FLAGS_log_level);

@@ -67,9 +67,11 @@ struct NodeOptions {
   std::vector<Member> known_peers;
 
   absl::Duration tick_interval = absl::Milliseconds(10);
-  int election_timeout_ticks = 10;
-  int heartbeat_interval_ticks = 1;
-  int lease_drift_margin_ticks = 2;
+  // etcd-like defaults (heartbeat 50 ms, election 500-1000 ms): a shared
+  // or busy machine does not trigger spurious elections.
+  int election_timeout_ticks = 50;
+  int heartbeat_interval_ticks = 5;
+  int lease_drift_margin_ticks = 10;
   uint64_t max_entries_per_message = 512;
   uint64_t max_bytes_per_message = 2 << 20;
   int max_inflight_messages = 64;

@@ -18,6 +18,9 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <random>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -32,7 +35,53 @@ namespace quorumkv::fault {
 namespace fs = std::filesystem;
 namespace v1 = quorumkv::v1;
 
+namespace {
+
+bool CanBind(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+// The kernel's range for ephemeral ports (outgoing connections, bind to 0).
+std::pair<int, int> EphemeralRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 32768, hi = 60999;
+  in >> lo >> hi;
+  return {lo, hi};
+}
+
+}  // namespace
+
+// Below the ephemeral range: a node's port must stay free between the
+// check and the node's bind, and across restarts, while hundreds of
+// connections (nodes, proxies, clients) take ephemeral ports. A port from
+// bind(0) may be handed to an outgoing connection meanwhile and the node
+// then fails with "cannot listen".
 int FreeLoopbackPort() {
+  static std::mutex mu;
+  static std::set<int> handed_out;
+  static std::mt19937 rng(static_cast<unsigned>(getpid()) ^ static_cast<unsigned>(time(nullptr)));
+  std::lock_guard<std::mutex> lock(mu);
+  const auto [lo, hi] = EphemeralRange();
+  const int top = std::min(lo, 65536) - 1;
+  if (top > 12000) {
+    std::uniform_int_distribution<int> pick(10000, top);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const int port = pick(rng);
+      if (!handed_out.contains(port) && CanBind(port)) {
+        handed_out.insert(port);
+        return port;
+      }
+    }
+  }
+  // No room below the ephemeral range: let the kernel choose.
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -45,6 +94,7 @@ int FreeLoopbackPort() {
     port = ntohs(addr.sin_port);
   }
   close(fd);
+  (void)hi;
   return port;
 }
 
@@ -93,7 +143,10 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Create(const FaultCl
   if (!fs::exists(options.kvserver)) {
     return absl::InvalidArgumentError("kvserver binary " + options.kvserver + " not found (--kvserver)");
   }
-  if (!options.clock_rates.empty() && !fs::exists(options.faketime_lib)) {
+  if (options.steppable_clocks && !options.clock_rates.empty()) {
+    return absl::InvalidArgumentError("clock-rate skew and clock steps cannot be combined");
+  }
+  if ((!options.clock_rates.empty() || options.steppable_clocks) && !fs::exists(options.faketime_lib)) {
     return absl::FailedPreconditionError("clock skew needs libfaketime (apt-get install faketime); not found at " +
                                          options.faketime_lib);
   }
@@ -135,6 +188,10 @@ absl::Status FaultCluster::AddNode(uint64_t id, bool founder) {
   }
   auto it = options_.clock_rates.find(id);
   if (it != options_.clock_rates.end() && it->second != 1.0) n.clock_rate = it->second;
+  if (options_.steppable_clocks) {
+    n.clock_file = absl::StrCat(options_.dir, "/node", id, ".faketimerc");
+    std::ofstream(n.clock_file) << "+0\n";
+  }
   auto proxy = PeerProxy::Start(id, n.peer_port, &links_,
                                 [this](int client_port, int proxy_port) { return ResolveSource(client_port, proxy_port); });
   if (!proxy.ok()) return proxy.status();
@@ -251,6 +308,12 @@ absl::Status FaultCluster::SpawnLocked(Node& n) {
   if (n.clock_rate) {
     preload = preload.empty() ? options_.faketime_lib : options_.faketime_lib + ":" + preload;
     env.push_back(absl::StrFormat("FAKETIME=+0 x%.4f", *n.clock_rate));
+  } else if (!n.clock_file.empty()) {
+    preload = preload.empty() ? options_.faketime_lib : options_.faketime_lib + ":" + preload;
+    env.push_back("FAKETIME_TIMESTAMP_FILE=" + n.clock_file);
+    env.push_back("FAKETIME_CACHE_DURATION=1");
+    // Only the wall clock steps, as with NTP; the monotonic clock runs on.
+    env.push_back("FAKETIME_DONT_FAKE_MONOTONIC=1");
   }
   if (!preload.empty()) env.push_back("LD_PRELOAD=" + preload);
 
@@ -258,6 +321,7 @@ absl::Status FaultCluster::SpawnLocked(Node& n) {
     std::ofstream log(n.log_file, std::ios::app);
     log << "=== fault_test: starting node " << n.id << " (start #" << n.starts + 1 << "):";
     if (n.clock_rate) log << " FAKETIME=\"+0 x" << *n.clock_rate << "\"";
+    if (!n.clock_file.empty()) log << " FAKETIME_TIMESTAMP_FILE=" << n.clock_file;
     for (const std::string& a : args) log << " " << a;
     log << "\n";
   }
@@ -304,6 +368,12 @@ absl::Status FaultCluster::SpawnLocked(Node& n) {
 
 void FaultCluster::ReapLocked(Node& n, int status) {
   n.last_exit = ExitCodeOf(status);
+  if (n.clock_rate || !n.clock_file.empty()) {
+    // libfaketime's per-process shared memory, left behind by a kill -9.
+    std::error_code ec;
+    fs::remove(absl::StrCat("/dev/shm/faketime_shm_", n.pid), ec);
+    fs::remove(absl::StrCat("/dev/shm/sem.faketime_sem_", n.pid), ec);
+  }
   if (!n.exit_expected) {
     const std::string what = absl::StrCat("node ", n.id, " (pid ", n.pid, ") exited by itself: ", DescribeStatus(status));
     if (n.exit_allowed && WIFEXITED(status)) {
@@ -380,7 +450,9 @@ absl::StatusOr<int> FaultCluster::Terminate(uint64_t id, absl::Duration timeout)
     kill(n.pid, SIGTERM);
   }
   const absl::Time end = absl::Now() + timeout;
-  while (true) {
+  pid_t hung = -1;
+  int starts = 0;
+  while (hung < 0) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       Node& n = NodeLocked(id);
@@ -391,15 +463,30 @@ absl::StatusOr<int> FaultCluster::Terminate(uint64_t id, absl::Duration timeout)
         return n.last_exit;
       }
       if (absl::Now() >= end) {
-        kill(n.pid, SIGKILL);
-        waitpid(n.pid, &status, 0);
-        ReapLocked(n, status);
-        return absl::DeadlineExceededError(
-            absl::StrCat("node ", id, " did not exit within ", absl::FormatDuration(timeout), " of SIGTERM"));
+        hung = n.pid;
+        starts = n.starts;
+        break;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // Where it hangs, for whoever reads the report (gdb, if installed).
+  const std::string dump = absl::StrCat(options_.dir, "/node", id, "-hang-", starts, ".txt");
+  const std::string cmd = absl::StrCat("command -v gdb >/dev/null && gdb -p ", hung,
+                                       " -batch -ex 'thread apply all bt' >", dump, " 2>&1");
+  const int dumped = std::system(cmd.c_str());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Node& n = NodeLocked(id);
+    if (n.pid == hung) {
+      kill(n.pid, SIGKILL);
+      int status = 0;
+      waitpid(n.pid, &status, 0);
+      ReapLocked(n, status);
+    }
+  }
+  return absl::DeadlineExceededError(absl::StrCat("node ", id, " did not exit within ", absl::FormatDuration(timeout),
+                                                  " of SIGTERM", dumped == 0 ? " (its threads: " + dump + ")" : ""));
 }
 
 absl::Status FaultCluster::Pause(uint64_t id) {
@@ -424,6 +511,31 @@ absl::Status FaultCluster::Resume(uint64_t id) {
 bool FaultCluster::Running(uint64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return nodes_.contains(id) && NodeLocked(id).pid > 0;
+}
+
+std::optional<absl::Duration> FaultCluster::CpuTime(uint64_t id) const {
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!nodes_.contains(id) || NodeLocked(id).pid <= 0) return std::nullopt;
+    pid = NodeLocked(id).pid;
+  }
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat;
+  std::getline(in, stat);
+  // Fields after the command name (which may hold spaces) in parentheses;
+  // utime and stime are fields 14 and 15.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  const long ticks = sysconf(_SC_CLK_TCK);
+  return absl::Seconds(static_cast<double>(utime + stime) / static_cast<double>(ticks > 0 ? ticks : 100));
 }
 
 bool FaultCluster::Paused(uint64_t id) const {
@@ -618,6 +730,42 @@ absl::Status FaultCluster::WaitConverged(absl::Duration timeout) const {
 std::optional<double> FaultCluster::ClockRate(uint64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return NodeLocked(id).clock_rate;
+}
+
+std::optional<std::string> FaultCluster::FailedReason(uint64_t id) const {
+  std::shared_ptr<Endpoint> ep = endpoint(id);
+  if (ep == nullptr) return std::nullopt;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  v1::GetRequest req;
+  req.set_key("fault-test-health");
+  req.set_consistency(v1::SERIALIZABLE);
+  v1::GetResponse resp;
+  const grpc::Status s = ep->kv->Get(&ctx, req, &resp);
+  if (!s.ok() && s.error_message().find("this node failed") != std::string::npos) return s.error_message();
+  return std::nullopt;
+}
+
+absl::Status FaultCluster::SetClockOffset(uint64_t id, absl::Duration offset) {
+  std::string file;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!nodes_.contains(id)) return absl::NotFoundError(absl::StrCat("no node ", id));
+    file = NodeLocked(id).clock_file;
+  }
+  if (file.empty()) return absl::FailedPreconditionError("the cluster was created without steppable clocks");
+  const int64_t ms = absl::ToInt64Milliseconds(offset);
+  // Written whole and renamed: libfaketime must never read half a line.
+  const std::string tmp = file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << (ms < 0 ? "-" : "+") << absl::StrFormat("%.3f", std::abs(static_cast<double>(ms)) / 1000.0) << "\n";
+    if (!out) return absl::InternalError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, file, ec);
+  if (ec) return absl::InternalError("cannot rename " + tmp + ": " + ec.message());
+  return absl::OkStatus();
 }
 
 absl::Status FaultCluster::FillDisk(uint64_t id) {

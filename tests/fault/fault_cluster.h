@@ -63,6 +63,11 @@ struct FaultClusterOptions {
   // libfaketime (LD_PRELOAD, FAKETIME="+0 x<rate>") at every start.
   std::map<uint64_t, double> clock_rates;
   std::string faketime_lib;  // path of libfaketime.so.1
+  // Every node under libfaketime with its wall clock read from a file
+  // (FAKETIME_TIMESTAMP_FILE, re-read every second; CLOCK_MONOTONIC left
+  // alone), so SetClockOffset can step one node's wall clock as NTP would.
+  // Not combined with clock_rates.
+  bool steppable_clocks = false;
   DiskMethod disk = DiskMethod::kNone;
   int disk_mb = 64;  // tmpfs size per node
   // Where the cluster reports what it does (the nemesis log).
@@ -93,6 +98,9 @@ class FaultCluster {
   absl::Status Pause(uint64_t id);   // SIGSTOP
   absl::Status Resume(uint64_t id);  // SIGCONT
   bool Running(uint64_t id) const;
+  // CPU time (user + system) the node's process used so far; nullopt if
+  // it is not running.
+  std::optional<absl::Duration> CpuTime(uint64_t id) const;
   bool Paused(uint64_t id) const;
   // A node that may exit by itself (e.g. the full-disk node) with an exit
   // code; dying of a signal is still a crash.
@@ -134,7 +142,14 @@ class FaultCluster {
   // --- faults ---
   LinkTable& links() { return links_; }
   std::optional<double> ClockRate(uint64_t id) const;
+  // Steps the node's wall clock to real time + `offset` (steppable_clocks).
+  absl::Status SetClockOffset(uint64_t id, absl::Duration offset);
   DiskMethod disk_method() const { return options_.disk; }
+  // If the node has stopped serving after a fatal error (kvserver keeps
+  // running and answers every request with "this node failed: ..."), that
+  // message. Asked with a serializable read, which changes nothing and is
+  // not part of the history.
+  std::optional<std::string> FailedReason(uint64_t id) const;
   absl::Status FillDisk(uint64_t id);
   absl::Status FreeDisk(uint64_t id);
   bool DiskFull(uint64_t id) const;
@@ -165,6 +180,7 @@ class FaultCluster {
     std::string data_dir;
     std::string log_file;
     std::optional<double> clock_rate;
+    std::string clock_file;  // steppable_clocks: the node's FAKETIME_TIMESTAMP_FILE
     bool founder = false;
     bool member = false;
     bool removed = false;

@@ -28,6 +28,8 @@ std::string FaultKindName(FaultKind kind) {
       return "clock-skew";
     case FaultKind::kDiskFull:
       return "disk-full";
+    case FaultKind::kClockStep:
+      return "clock-step";
   }
   return "?";
 }
@@ -38,9 +40,11 @@ absl::StatusOr<std::vector<FaultKind>> ParseNemesis(const std::string& spec) {
   if (spec == "mixed") return all;
   if (spec == "none") return std::vector<FaultKind>{};
   std::vector<FaultKind> out;
+  std::vector<FaultKind> known = all;
+  known.push_back(FaultKind::kClockStep);
   for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
     bool found = false;
-    for (FaultKind k : all) {
+    for (FaultKind k : known) {
       if (FaultKindName(k) == part) {
         if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
         found = true;
@@ -49,7 +53,7 @@ absl::StatusOr<std::vector<FaultKind>> ParseNemesis(const std::string& spec) {
     if (!found) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown nemesis \"", std::string(part),
-          "\": use kill, pause, partition, membership, clock-skew, disk-full (comma-separated), mixed or none"));
+          "\": use kill, pause, partition, membership, clock-skew, disk-full, clock-step (comma-separated), mixed or none"));
     }
   }
   if (out.empty()) return absl::InvalidArgumentError("--nemesis is empty");
@@ -191,6 +195,9 @@ void Nemesis::Inject(FaultKind kind) {
     case FaultKind::kDiskFull:
       DiskFull();
       break;
+    case FaultKind::kClockStep:
+      ClockStep();
+      break;
   }
 }
 
@@ -275,7 +282,9 @@ void Nemesis::Pause() {
   for (uint64_t id : targets) {
     if (absl::Status s = cluster_->Pause(id); !s.ok()) Problem("pause: " + std::string(s.message()));
   }
-  Sleep(hold);
+  Sleep(hold / 2);
+  LogViews();
+  Sleep(hold - hold / 2);
   for (uint64_t id : targets) {
     if (absl::Status s = cluster_->Resume(id); !s.ok()) Problem("resume: " + std::string(s.message()));
   }
@@ -615,8 +624,24 @@ void Nemesis::ClockSkew() {
     return;
   }
   const double rate = *cluster_->ClockRate(*skewed);
-  Log(absl::StrFormat("clock-skew: moving the leadership to node %d (clock rate x%.3f)", *skewed, rate));
-  Transfer(*skewed);
+  if (rate < 1.0) {
+    // A slow clock: as leader it would hold its lease longest.
+    Log(absl::StrFormat("clock-skew: moving the leadership to node %d (clock rate x%.3f)", *skewed, rate));
+    Transfer(*skewed);
+  } else {
+    // A fast clock: as a follower it times out first when the leader is
+    // cut off, and may win an election while the old leader's lease runs.
+    std::vector<uint64_t> others;
+    for (uint64_t id : cluster_->RunningMembers()) {
+      if (id != *skewed) others.push_back(id);
+    }
+    if (!others.empty()) {
+      const uint64_t target = Pick(others);
+      Log(absl::StrFormat("clock-skew: moving the leadership to node %d; node %d (clock rate x%.3f) follows", target,
+                          *skewed, rate));
+      Transfer(target);
+    }
+  }
   // Lease reads served by the skewed leader for a while.
   Sleep(Uniform(absl::Milliseconds(500), absl::Milliseconds(1500)));
   const std::optional<uint64_t> leader = cluster_->FindLeader();
@@ -636,6 +661,105 @@ void Nemesis::ClockSkew() {
   Sleep(hold);
   if (absl::Status s = cluster_->Resume(*leader); !s.ok()) Problem("resume: " + std::string(s.message()));
   Log(absl::StrCat("SIGCONT node ", *leader));
+}
+
+// ---------------------------------------------------------------------------
+// Wall-clock steps
+
+void Nemesis::ClockStep() {
+  const std::vector<uint64_t> members = cluster_->RunningMembers();
+  if (members.empty()) return;
+  const std::optional<uint64_t> leader = cluster_->FindLeader();
+  const uint64_t target = (Percent() < 70 && leader) ? *leader : Pick(members);
+  const bool back = Percent() < 70;
+  // A leader whose clock went back, cut off from the others: it cannot
+  // learn of a newer term, so only its own clock ends its lease.
+  const bool isolate = back && target == leader && members.size() >= 3 && Percent() < 50;
+  // The isolated variant needs the step in effect for its whole window:
+  // libfaketime re-reads its file once a second and absl::Now() consults
+  // the kernel clock only every ~2 s (it extrapolates with the TSC in
+  // between), so the node sees the step up to ~3 s after it is written.
+  const absl::Duration step = absl::Trunc(
+      isolate ? Uniform(absl::Seconds(7), absl::Seconds(9)) : Uniform(absl::Seconds(1), absl::Seconds(4)),
+      absl::Milliseconds(100));
+  const std::string label = absl::StrCat("clock-step ", back ? "back " : "forward ",
+                                         target == leader ? "leader" : "node", isolate ? " + isolate it" : "");
+  Count(label);
+  std::string key;
+  if (isolate) {
+    // A key with a value every node has, to read back later.
+    key = absl::StrCat("step-probe-", total_injected());
+    Probe(target, lincheck::Function::kPut, key, lincheck::Consistency::kLinearizable);
+  }
+  if (absl::Status s = cluster_->SetClockOffset(target, back ? -step : step); !s.ok()) {
+    Problem("clock step: " + std::string(s.message()));
+    return;
+  }
+  cluster_->AnnotateLog(target, absl::StrCat("the nemesis steps this node's wall clock ", back ? "back" : "forward",
+                                             " by ", absl::FormatDuration(step)));
+  Log(absl::StrCat(label, ": the wall clock of node ", target, " steps ", back ? "back" : "forward", " by ",
+                   absl::FormatDuration(step), " within 1 s (", LeaderText(leader), ")"));
+  if (isolate) {
+    // Wait until the step took effect, then cut the node off while its
+    // clock stands still.
+    Sleep(absl::Milliseconds(3500));
+    LinkTable& links = cluster_->links();
+    for (uint64_t other : cluster_->Members()) {
+      if (other == target) continue;
+      links.Block(target, other);
+      links.Block(other, target);
+    }
+    Log(absl::StrCat("node ", target, " cut off: blocked ", Links(links.BlockedLinks())));
+    // The others elect a leader and take a new value; then the cut-off
+    // node is asked for the key with a lease read. Both are recorded: if
+    // it answers with the old value, the checker sees a stale read.
+    Sleep(absl::Milliseconds(600));
+    std::vector<uint64_t> others;
+    for (uint64_t id : cluster_->RunningMembers()) {
+      if (id != target) others.push_back(id);
+    }
+    bool written = false;
+    const absl::Time until = absl::Now() + absl::Milliseconds(800);
+    while (!written && absl::Now() < until) {
+      written = Probe(Pick(others), lincheck::Function::kPut, key, lincheck::Consistency::kLinearizable).type ==
+                lincheck::EventType::kOk;
+    }
+    const OpOutcome read = Probe(target, lincheck::Function::kGet, key, lincheck::Consistency::kLease);
+    Log(absl::StrCat("probe: new value ", written ? "acknowledged" : "not acknowledged", " by the majority; lease read on node ",
+                     target, ": ", std::string(lincheck::EventTypeName(read.type)),
+                     read.type == lincheck::EventType::kOk ? " -> " + read.value.value_or("(absent)")
+                                                           : " (" + read.message + ")"));
+    LogViews();
+    Sleep(absl::Milliseconds(300));
+    cluster_->links().HealAll();
+    Log("healed all links");
+    Sleep(absl::Seconds(1));
+  } else {
+    const absl::Duration hold = step + absl::Milliseconds(1500);
+    Sleep(hold / 2);
+    LogViews();
+    Sleep(hold - hold / 2);
+  }
+  if (absl::Status s = cluster_->SetClockOffset(target, absl::ZeroDuration()); !s.ok()) {
+    Problem("clock step: " + std::string(s.message()));
+  }
+  Log(absl::StrCat("the wall clock of node ", target, " returns to real time within 1 s"));
+  // ... and absl::Now() follows within ~2 s more.
+  Sleep(absl::Milliseconds(3500));
+}
+
+OpOutcome Nemesis::Probe(uint64_t node, lincheck::Function f, const std::string& key, lincheck::Consistency c) {
+  const int64_t process = history_->NewProcess();
+  OpRequest op;
+  op.f = f;
+  op.key = key;
+  op.consistency = c;
+  if (f == lincheck::Function::kPut) op.value = absl::StrCat("v-", process, "-1");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (std::find(probe_keys_.begin(), probe_keys_.end(), key) == probe_keys_.end()) probe_keys_.push_back(key);
+  }
+  return RunOp(*history_, process, *cluster_->endpoint(node), op, absl::Milliseconds(500));
 }
 
 // ---------------------------------------------------------------------------
@@ -660,24 +784,31 @@ void Nemesis::DiskFull() {
   cluster_->AnnotateLog(target, "the nemesis filled this node's disk");
 
   // The node must notice at its next write and refuse, loudly.
+  // The log says so ("stopped serving: ...No space left on device"), and
+  // so does the node to any request. With RLIMIT_FSIZE the log file is
+  // over the limit too and the line cannot be written: the answer counts.
   const absl::Time start = absl::Now();
   std::optional<std::string> line;
+  std::optional<std::string> answer;
   while (absl::Now() < start + absl::Seconds(10)) {
     line = cluster_->FindInLog(target, offset, "stopped serving");
     if (line || !cluster_->Running(target)) break;
+    answer = cluster_->FailedReason(target);
+    if (answer) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
   const std::string after = absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
-  if (line) {
-    Log(absl::StrCat("node ", target, " refused after ", after, ": ", *line));
+  if (line || answer) {
+    Log(absl::StrCat("node ", target, " stopped serving after ", after, ": ", line ? *line : "answers " + *answer));
     std::lock_guard<std::mutex> lock(mu_);
     ++expected_fatal_[target];
   } else if (!cluster_->Running(target)) {
     Log(absl::StrCat("node ", target, " exited after ", after));
   } else {
-    Problem(absl::StrCat("node ", target, " went on for 10 s on a full disk without reporting it "
-                         "(no \"stopped serving\" in its log)"));
+    Problem(absl::StrCat("node ", target, " went on for 10 s on a full disk without noticing "
+                         "(no \"stopped serving\" in its log, requests still served)"));
   }
+  const bool refused = line.has_value() || answer.has_value();
   if (cluster_->Running(target)) {
     // A write sent straight to the node, recorded like any other: it must
     // be refused with an error that names the cause.
@@ -693,15 +824,23 @@ void Nemesis::DiskFull() {
     const OpOutcome out = RunOp(*history_, process, *cluster_->endpoint(target), put, absl::Seconds(2));
     Log(absl::StrCat("probe put to node ", target, ": ", std::string(lincheck::EventTypeName(out.type)),
                      out.type == lincheck::EventType::kOk ? "" : absl::StrCat(" (code ", out.code, ": ", out.message, ")")));
-    if (line && out.type == lincheck::EventType::kOk) {
+    if (refused && out.type == lincheck::EventType::kOk) {
       Problem(absl::StrCat("node ", target, " acknowledged a write after it stopped serving on a full disk"));
     }
-    if (line && out.type != lincheck::EventType::kOk && out.message.find("No space") == std::string::npos &&
+    if (refused && out.type != lincheck::EventType::kOk && out.message.find("No space") == std::string::npos &&
         out.message.find("too large") == std::string::npos) {
       Problem(absl::StrCat("node ", target, " refused a write on a full disk without naming the cause: ", out.message));
     }
   }
-  Sleep(Uniform(absl::Milliseconds(500), absl::Seconds(2)));
+  // A node that stopped serving should sit idle: measure what it burns.
+  const absl::Duration hold = Uniform(absl::Milliseconds(500), absl::Seconds(2));
+  const std::optional<absl::Duration> cpu_before = cluster_->CpuTime(target);
+  Sleep(hold);
+  const std::optional<absl::Duration> cpu_after = cluster_->CpuTime(target);
+  if (refused && cpu_before && cpu_after) {
+    Log(absl::StrFormat("node %d used %.0f%% of a CPU while it stopped serving", target,
+                        100.0 * absl::FDivDuration(*cpu_after - *cpu_before, hold)));
+  }
   if (absl::Status s = cluster_->FreeDisk(target); !s.ok()) Problem("freeing the disk: " + std::string(s.message()));
   Log(absl::StrCat("space returned to node ", target));
   if (cluster_->Running(target)) {

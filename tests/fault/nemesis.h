@@ -18,6 +18,10 @@
 //   disk-full   the data disk of one node (the leader at times) is filled: it
 //               must refuse with a clear error; then space returns and the
 //               node is restarted and catches up
+//   clock-step  the wall clock of one node (the leader at times) steps back
+//               or forward by 1-4 s, as an NTP step would, then steps back
+//               to real time; the monotonic clock runs on (libfaketime with
+//               a timestamp file). Not part of "mixed": see TESTING.md.
 #pragma once
 
 #include <cstdint>
@@ -35,10 +39,11 @@
 
 namespace quorumkv::fault {
 
-enum class FaultKind { kKill, kPause, kPartition, kMembership, kClockSkew, kDiskFull };
+enum class FaultKind { kKill, kPause, kPartition, kMembership, kClockSkew, kDiskFull, kClockStep };
 std::string FaultKindName(FaultKind kind);
-// "kill", "pause", "partition", "membership", "clock-skew", "disk-full", a
-// comma-separated list of those, "mixed" (all of them) or "none".
+// "kill", "pause", "partition", "membership", "clock-skew", "disk-full",
+// "clock-step", a comma-separated list of those, "mixed" (all but
+// clock-step) or "none".
 absl::StatusOr<std::vector<FaultKind>> ParseNemesis(const std::string& spec);
 
 struct NemesisOptions {
@@ -88,6 +93,10 @@ class Nemesis {
   void Membership();
   void ClockSkew();
   void DiskFull();
+  void ClockStep();
+  // One operation sent by the nemesis itself to `node`, recorded in the
+  // history under a fresh process; its key joins the final reads.
+  OpOutcome Probe(uint64_t node, lincheck::Function f, const std::string& key, lincheck::Consistency c);
   void AddNode();
   void RemoveNode();
   void Transfer(std::optional<uint64_t> target);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
 
 namespace quorumkv::fault {
 
@@ -60,7 +61,6 @@ HistoryRecorder::HistoryRecorder(const std::string& path) : path_(path), file_(p
     status_ = absl::InternalError("cannot write the history file " + path);
     return;
   }
-  writer_ = std::make_unique<lincheck::HistoryWriter>(file_);
 }
 
 HistoryRecorder::~HistoryRecorder() { Flush(); }
@@ -70,8 +70,20 @@ int64_t HistoryRecorder::Now() {
       .count();
 }
 
-void HistoryRecorder::Record(const Event& e) {
-  if (writer_ != nullptr) writer_->Write(e);
+void HistoryRecorder::Record(const Event& e, uint64_t node, const std::string& error) {
+  std::string line = lincheck::ToJsonLine(e);
+  if ((node != 0 || !error.empty()) && !line.empty() && line.back() == '}') {
+    line.pop_back();
+    if (node != 0) line += ",\"node\":" + std::to_string(node);
+    if (!error.empty()) {
+      line += ",\"error\":" + nlohmann::json(error).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    line += "}";
+  }
+  {
+    std::lock_guard<std::mutex> lock(file_mu_);
+    file_ << line << '\n';
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (e.type == EventType::kInvoke) {
     ++counts_.invoked;
@@ -93,7 +105,8 @@ void HistoryRecorder::CountError(const std::string& what) {
 }
 
 void HistoryRecorder::Flush() {
-  if (writer_ != nullptr) writer_->Flush();
+  std::lock_guard<std::mutex> lock(file_mu_);
+  file_.flush();
 }
 
 OpCounts HistoryRecorder::counts() const {
@@ -116,7 +129,7 @@ OpOutcome RunOp(HistoryRecorder& history, int64_t process, Endpoint& ep, const O
   if (request.f == Function::kPut) invoke.value = request.value;
   if (request.f == Function::kGet) invoke.consistency = request.consistency;
   invoke.time_ns = HistoryRecorder::Now();
-  history.Record(invoke);
+  history.Record(invoke, ep.id);
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
@@ -174,7 +187,7 @@ OpOutcome RunOp(HistoryRecorder& history, int64_t process, Endpoint& ep, const O
   completion.type = out.type;
   completion.time_ns = done;
   if (request.f == Function::kGet) completion.value = out.type == EventType::kOk ? out.value : std::nullopt;
-  history.Record(completion);
+  history.Record(completion, 0, s.ok() ? "" : absl::StrCat(CodeName(s.error_code()), ": ", s.error_message()));
   return out;
 }
 

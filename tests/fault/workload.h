@@ -47,7 +47,8 @@ struct OpCounts {
   uint64_t Count(lincheck::Function f, lincheck::EventType t) const;
 };
 
-// Writes the history file and keeps the counts. Thread-safe.
+// Writes the history file (one lincheck::ToJsonLine per event, whole lines
+// under a lock) and keeps the counts. Thread-safe.
 class HistoryRecorder {
  public:
   explicit HistoryRecorder(const std::string& path);
@@ -58,7 +59,10 @@ class HistoryRecorder {
   int64_t NewProcess() { return next_process_++; }
   // The history's clock: nanoseconds of the driver's steady clock.
   static int64_t Now();
-  void Record(const lincheck::Event& e);
+  // Extra fields for people, which readers of the format ignore
+  // (tests/lincheck/history.h): `node`, the node the request went to (on
+  // the invoke); `error`, the status of a fail or info completion.
+  void Record(const lincheck::Event& e, uint64_t node = 0, const std::string& error = "");
   void CountError(const std::string& what);
   void Flush();
   OpCounts counts() const;
@@ -69,7 +73,7 @@ class HistoryRecorder {
   std::string path_;
   std::ofstream file_;
   absl::Status status_;
-  std::unique_ptr<lincheck::HistoryWriter> writer_;
+  std::mutex file_mu_;
   std::atomic<int64_t> next_process_{1};
   mutable std::mutex mu_;
   OpCounts counts_;

@@ -24,7 +24,8 @@ constexpr absl::Duration kLeaderWait = absl::Seconds(10);
 ClusterOptions FastCluster(int nodes = 3) {
   ClusterOptions o;
   o.nodes = nodes;
-  o.extra_flags = {"--tick-ms=10", "--election-ticks=15", "--snapshot-min-entries=200",
+  o.extra_flags = {"--tick-ms=10", "--heartbeat-ticks=2", "--election-ticks=30", "--lease-drift-ticks=6",
+                   "--snapshot-min-entries=200",
                    "--snapshot-min-bytes=0", "--snapshot-trailing-entries=20"};
   return o;
 }

@@ -25,9 +25,10 @@ using quorumkv::testing::ProcessCluster;
 ClusterOptions Options() {
   ClusterOptions o;
   o.nodes = 3;
-  // The defaults of kvserver (10 ms ticks, election timeout 10-20 ticks),
-  // with snapshots every 10,000 entries.
-  o.extra_flags = {"--snapshot-min-entries=10000", "--snapshot-min-bytes=0", "--snapshot-trailing-entries=1000"};
+  // Fast timing (10 ms ticks, heartbeat every tick, election timeout 10-20
+  // ticks), with snapshots every 10,000 entries.
+  o.extra_flags = {"--tick-ms=10", "--heartbeat-ticks=1", "--election-ticks=10", "--lease-drift-ticks=2",
+                   "--snapshot-min-entries=10000", "--snapshot-min-bytes=0", "--snapshot-trailing-entries=1000"};
   return o;
 }
 
