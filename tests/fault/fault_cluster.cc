@@ -283,7 +283,9 @@ absl::Status FaultCluster::SpawnLocked(Node& n) {
                                    "--peer-addr=" + Loopback(n.peer_port),
                                    "--advertise-peer-addr=" + Loopback(n.proxy->port()),
                                    absl::StrCat("--tick-ms=", options_.tick_ms),
-                                   absl::StrCat("--election-ticks=", options_.election_ticks)};
+                                   absl::StrCat("--election-ticks=", options_.election_ticks),
+                                   absl::StrCat("--heartbeat-ticks=", options_.heartbeat_ticks),
+                                   absl::StrCat("--lease-drift-ticks=", options_.lease_drift_ticks)};
   if (n.founder) {
     args.push_back("--initial-cluster=" + initial_cluster_);
   } else {

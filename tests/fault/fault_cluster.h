@@ -56,8 +56,13 @@ struct FaultClusterOptions {
   std::string dir;       // the run directory (must exist)
   std::string kvserver;  // the binary
   int nodes = 3;
+  // Raft timing, passed to every node explicitly (kvserver's defaults are
+  // tuned for production: 50-tick elections); short here so a 20 s run
+  // sees many elections.
   int tick_ms = 10;
   int election_ticks = 10;
+  int heartbeat_ticks = 1;
+  int lease_drift_ticks = 2;
   std::vector<std::string> extra_flags;  // passed to every node
   // Clock rate per founding node id (1.0 = real time), applied with
   // libfaketime (LD_PRELOAD, FAKETIME="+0 x<rate>") at every start.

@@ -64,6 +64,8 @@ ABSL_FLAG(int, ops_per_key, 150, "Operations on a key before it is retired for a
 ABSL_FLAG(absl::Duration, op_timeout, absl::Seconds(1), "Deadline of one client request; past it the outcome is info.");
 ABSL_FLAG(int, tick_ms, 10, "kvserver --tick-ms.");
 ABSL_FLAG(int, election_ticks, 10, "kvserver --election-ticks.");
+ABSL_FLAG(int, heartbeat_ticks, 1, "kvserver --heartbeat-ticks.");
+ABSL_FLAG(int, lease_drift_ticks, 2, "kvserver --lease-drift-ticks (the lease lasts election - drift ticks).");
 ABSL_FLAG(absl::Duration, fault_min, absl::Seconds(1), "Shortest fault.");
 ABSL_FLAG(absl::Duration, fault_max, absl::Seconds(4), "Longest fault.");
 ABSL_FLAG(absl::Duration, quiet_min, absl::Seconds(1), "Shortest healthy stretch between faults.");
@@ -316,6 +318,13 @@ int main(int argc, char** argv) {
   copts.nodes = nodes;
   copts.tick_ms = absl::GetFlag(FLAGS_tick_ms);
   copts.election_ticks = absl::GetFlag(FLAGS_election_ticks);
+  copts.heartbeat_ticks = absl::GetFlag(FLAGS_heartbeat_ticks);
+  copts.lease_drift_ticks = absl::GetFlag(FLAGS_lease_drift_ticks);
+  if (copts.tick_ms < 1 || copts.heartbeat_ticks < 1 || copts.lease_drift_ticks < 0 ||
+      copts.election_ticks - copts.lease_drift_ticks <= copts.heartbeat_ticks) {
+    Usage("need --tick-ms >= 1, --heartbeat-ticks >= 1, and a lease (--election-ticks - --lease-drift-ticks) "
+          "longer than --heartbeat-ticks");
+  }
   copts.faketime_lib = absl::GetFlag(FLAGS_faketime_lib);
   copts.disk_mb = absl::GetFlag(FLAGS_disk_mb);
   copts.log = [&nemesis_ptr](const std::string& text) {
