@@ -333,10 +333,12 @@ void Raft::HandleRequestVote(const Message& m) {
   // A pre-vote for a later term may be granted whatever our vote.
   const bool can_vote = voted_for_ == m.from || (voted_for_ == kNoNode && leader_ == kNoNode) ||
                         (m.pre_vote && m.term > term_);
-  // A candidate outside our configuration (a removed node) gets no vote;
-  // nodes with no configuration yet (joining) have no say either way.
-  const bool member = conf_.voters.empty() || conf_.IsVoter(m.from);
-  const bool granted = can_vote && member && log_.IsUpToDate(m.last_log_index, m.last_log_term);
+  // Membership is not checked: our configuration may be stale (a node that
+  // missed the change adding the candidate must still vote for it, or a
+  // cluster whose new configuration reached only some nodes deadlocks:
+  // simulator seed 9704). Removed nodes are kept out by leader stickiness
+  // and PreVote (thesis §4.2.3), and their logs lack the removal.
+  const bool granted = can_vote && log_.IsUpToDate(m.last_log_index, m.last_log_term);
   Message resp;
   resp.type = MessageType::kRequestVoteResponse;
   resp.to = m.from;
