@@ -49,12 +49,13 @@ bool CanBind(int port) {
   return ok;
 }
 
-// The kernel's range for ephemeral ports (outgoing connections, bind to 0).
-std::pair<int, int> EphemeralRange() {
+// The lowest port of the kernel's ephemeral range (outgoing connections,
+// bind to port 0).
+int EphemeralRangeStart() {
   std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
-  int lo = 32768, hi = 60999;
-  in >> lo >> hi;
-  return {lo, hi};
+  int lo = 32768;
+  in >> lo;
+  return lo;
 }
 
 }  // namespace
@@ -69,8 +70,7 @@ int FreeLoopbackPort() {
   static std::set<int> handed_out;
   static std::mt19937 rng(static_cast<unsigned>(getpid()) ^ static_cast<unsigned>(time(nullptr)));
   std::lock_guard<std::mutex> lock(mu);
-  const auto [lo, hi] = EphemeralRange();
-  const int top = std::min(lo, 65536) - 1;
+  const int top = std::min(EphemeralRangeStart(), 65536) - 1;
   if (top > 12000) {
     std::uniform_int_distribution<int> pick(10000, top);
     for (int attempt = 0; attempt < 200; ++attempt) {
@@ -94,7 +94,6 @@ int FreeLoopbackPort() {
     port = ntohs(addr.sin_port);
   }
   close(fd);
-  (void)hi;
   return port;
 }
 

@@ -140,10 +140,7 @@ std::vector<std::string> Nemesis::probe_keys() const {
   return probe_keys_;
 }
 
-bool Nemesis::Sleep(absl::Duration d) {
-  absl::SleepFor(d);
-  return true;
-}
+void Nemesis::Sleep(absl::Duration d) { absl::SleepFor(d); }
 
 absl::Duration Nemesis::Uniform(absl::Duration lo, absl::Duration hi) {
   if (hi <= lo) return lo;
@@ -343,7 +340,10 @@ void Nemesis::Partition() {
       }
     }
   };
-  const int variant = std::uniform_int_distribution<int>(0, 3)(rng_);
+  // The shapes take turns (from a random first one), so even a short run
+  // sees each of them.
+  if (next_partition_ < 0) next_partition_ = std::uniform_int_distribution<int>(0, 3)(rng_);
+  const int variant = next_partition_++ % 4;
   std::string label;
   std::string shape;
   if (variant == 1) {

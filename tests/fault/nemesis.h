@@ -107,7 +107,7 @@ class Nemesis {
   // that way is started.
   void Reconcile();
   void IsolateLeader(const std::string& label, std::optional<uint64_t> leader);
-  bool Sleep(absl::Duration d);  // false if the run's end came first (it still sleeps)
+  void Sleep(absl::Duration d);
   absl::Duration Uniform(absl::Duration lo, absl::Duration hi);
   template <typename T>
   T Pick(const std::vector<T>& v) {
@@ -131,6 +131,7 @@ class Nemesis {
   std::vector<std::string> problems_;
   std::map<uint64_t, int> expected_fatal_;
   std::vector<std::string> probe_keys_;
+  int next_partition_ = -1;  // the next partition shape (round robin)
 };
 
 }  // namespace quorumkv::fault

@@ -213,7 +213,7 @@ class Harness {
   // --- set-up -------------------------------------------------------------
 
   void Setup() {
-    rng_ = fdp_.ConsumeIntegral<uint64_t>();
+    const uint64_t seed = fdp_.ConsumeIntegral<uint64_t>();
     config_.id = kSelf;
     config_.election_timeout_ticks = fdp_.ConsumeIntegralInRange<int>(3, 12);
     config_.heartbeat_interval_ticks =
@@ -225,7 +225,7 @@ class Harness {
     config_.max_inflight_messages = fdp_.ConsumeIntegralInRange<int>(1, 4);
     config_.max_uncommitted_entries = fdp_.ConsumeIntegralInRange<uint64_t>(1, 32);
     config_.auto_promote_learners = fdp_.ConsumeBool();
-    auto state = std::make_shared<uint64_t>(rng_);
+    auto state = std::make_shared<uint64_t>(seed);
     config_.random = [state](uint64_t n) { return SplitMix(*state) % n; };
 
     switch (fdp_.ConsumeIntegralInRange<int>(0, 4)) {
@@ -880,7 +880,6 @@ class Harness {
   }
 
   FuzzedDataProvider& fdp_;
-  uint64_t rng_ = 0;
   Config config_;
   FaultyStorage storage_;
   std::unique_ptr<Raft> core_;
