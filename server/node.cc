@@ -220,7 +220,7 @@ void Node::Start(PeerTransport* transport) {
       if (id != options_.id.value()) transport_->UpsertPeer(NodeId(id), m.peer_address);
     }
   }
-  next_tick_ = absl::Now() + options_.tick_interval;
+  next_tick_ = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.tick_interval);
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -254,8 +254,8 @@ void Node::Loop() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      while (!stopping_ && events_.empty() && absl::Now() < next_tick_) {
-        cv_.WaitWithDeadline(&mu_, next_tick_);
+      while (!stopping_ && events_.empty() && std::chrono::steady_clock::now() < next_tick_) {
+        cv_.WaitWithTimeout(&mu_, absl::FromChrono(next_tick_ - std::chrono::steady_clock::now()));
       }
       if (stopping_) {
         // Answer whatever is still queued: every queued request carries a
@@ -272,9 +272,11 @@ void Node::Loop() {
       return;
     }
     if (!fatal_.ok()) {
-      // A failed node answers every request with its error and does nothing else.
+      // A failed node answers every request with its error and does nothing
+      // else; it wakes only for requests (no busy loop on a stale tick).
       for (auto& e : batch) e();
       batch.clear();
+      next_tick_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
       continue;
     }
     // Time first: a process that was stopped or stalled must not act on a
@@ -298,7 +300,7 @@ void Node::Loop() {
 }
 
 void Node::TickUpToNow() {
-  const absl::Time now = absl::Now();
+  const auto now = std::chrono::steady_clock::now();
   int ticks = 0;
   // Catch up, but a very long stall needs no more than a few election
   // timeouts' worth of ticks to have its full effect.
@@ -308,7 +310,7 @@ void Node::TickUpToNow() {
       (void)core_->Tick();
       ++ticks;
     }
-    next_tick_ += options_.tick_interval;
+    next_tick_ += absl::ToChronoNanoseconds(options_.tick_interval);
   }
 }
 
@@ -379,7 +381,8 @@ void Node::ProcessReady() {
         // its election timeout. Slowing a follower's clock only makes it
         // refuse votes longer, which leases tolerate; a leader's clock is
         // never slowed (its lease and CheckQuorum need the real time).
-        next_tick_ = std::max(next_tick_, absl::Now() + options_.tick_interval);
+        next_tick_ = std::max(next_tick_, std::chrono::steady_clock::now() +
+                                              absl::ToChronoNanoseconds(options_.tick_interval));
       }
       if (absl::Status s = persisted; !s.ok()) {
         // An fsync error is fatal, never retried (PITFALLS: fsync and files).
@@ -752,6 +755,11 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
     done(NotProposed(absl::UnavailableError("node is shutting down; retry on another node")));
     return;
   }
+  if (!fatal_.ok()) {
+    done(NotProposed(absl::UnavailableError(std::string("this node failed: ") + std::string(fatal_.message()) +
+                                            "; retry on another node")));
+    return;
+  }
   if (absl::Now() >= deadline) {
     done(absl::DeadlineExceededError("deadline exceeded before the write was proposed (it did not take effect)"));
     return;
@@ -860,8 +868,9 @@ void Node::ReadBarrier(absl::Time deadline, std::function<void(absl::StatusOr<Re
 
 void Node::StartRead(std::string key, bool barrier, ReadConsistency consistency, absl::Time deadline,
                      std::function<void(absl::StatusOr<ReadOutcome>)> done) {
-  if (shutting_down_) {
-    done(absl::UnavailableError("node is shutting down; retry on another node"));
+  if (shutting_down_ || !fatal_.ok()) {
+    done(absl::UnavailableError(shutting_down_ ? "node is shutting down; retry on another node"
+                                               : "this node failed; retry on another node"));
     return;
   }
   PendingOp op;

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -231,7 +232,9 @@ class Node : public PeerHandler {
   std::atomic<size_t> pending_requests_{0};
 
   // Node-thread state.
-  absl::Time next_tick_;
+  // Ticks follow the monotonic clock: a wall clock stepped back would stop
+  // the ticks and stretch a leader's lease (found by the clock-step fault test).
+  std::chrono::steady_clock::time_point next_tick_;
   uint64_t next_op_id_ = 1;
   std::map<uint64_t, std::unique_ptr<PendingOp>> ops_;
   std::map<uint64_t, uint64_t> ops_by_index_;        // proposal index -> op

@@ -276,9 +276,15 @@ class SharedCluster {
 
   ProcessCluster& cluster() { return cluster_; }
 
+  // The leader; without one (a failure), the first node, so that the
+  // calls that follow fail with the node's own answer.
   uint64_t Leader() {
     auto leader = cluster_.WaitForLeader(kLeaderWait);
-    return leader.value_or(0);
+    if (!leader.has_value()) {
+      ADD_FAILURE() << "no leader\n" << Dump(cluster_);
+      return cluster_.nodes().begin()->first;
+    }
+    return *leader;
   }
   uint64_t Follower() {
     const uint64_t leader = Leader();

@@ -160,7 +160,7 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Create(const FaultCl
   return c;
 }
 
-absl::Status FaultCluster::AddNode(uint64_t id, bool founder) {
+absl::Status FaultCluster::AddNode(uint64_t id, bool founder, std::optional<double> clock_rate) {
   Node n;
   n.id = id;
   n.founder = founder;
@@ -187,6 +187,13 @@ absl::Status FaultCluster::AddNode(uint64_t id, bool founder) {
   }
   auto it = options_.clock_rates.find(id);
   if (it != options_.clock_rates.end() && it->second != 1.0) n.clock_rate = it->second;
+  if (clock_rate && *clock_rate != 1.0) {
+    if (options_.steppable_clocks) return absl::InvalidArgumentError("clock-rate skew and clock steps cannot be combined");
+    if (!fs::exists(options_.faketime_lib)) {
+      return absl::FailedPreconditionError("clock skew needs libfaketime; not found at " + options_.faketime_lib);
+    }
+    n.clock_rate = clock_rate;
+  }
   if (options_.steppable_clocks) {
     n.clock_file = absl::StrCat(options_.dir, "/node", id, ".faketimerc");
     std::ofstream(n.clock_file) << "+0\n";
@@ -584,13 +591,13 @@ std::vector<uint64_t> FaultCluster::AllIds() const {
   return out;
 }
 
-absl::StatusOr<uint64_t> FaultCluster::PrepareJoiner() {
+absl::StatusOr<uint64_t> FaultCluster::PrepareJoiner(std::optional<double> clock_rate) {
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     id = nodes_.rbegin()->first + 1;
   }
-  if (absl::Status s = AddNode(id, false); !s.ok()) return s;
+  if (absl::Status s = AddNode(id, false, clock_rate); !s.ok()) return s;
   return id;
 }
 

@@ -119,8 +119,9 @@ class FaultCluster {
   std::vector<uint64_t> Members() const;
   std::vector<uint64_t> RunningMembers() const;  // running and not paused
   std::vector<uint64_t> AllIds() const;
-  // A new node (next id): ports, proxy, data dir; not started, not a member.
-  absl::StatusOr<uint64_t> PrepareJoiner();
+  // A new node (next id): ports, proxy, data dir; not started, not a
+  // member. With `clock_rate`, it runs with that clock rate (libfaketime).
+  absl::StatusOr<uint64_t> PrepareJoiner(std::optional<double> clock_rate = std::nullopt);
   // Starts a prepared node with --join listing the current members, and
   // counts it as a member.
   absl::Status StartJoiner(uint64_t id);
@@ -199,7 +200,7 @@ class FaultCluster {
   };
 
   explicit FaultCluster(const FaultClusterOptions& options);
-  absl::Status AddNode(uint64_t id, bool founder);
+  absl::Status AddNode(uint64_t id, bool founder, std::optional<double> clock_rate = std::nullopt);
   absl::Status SpawnLocked(Node& n);
   void ReapLocked(Node& n, int status);
   void MonitorLoop();

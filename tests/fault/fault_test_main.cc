@@ -344,6 +344,7 @@ int main(int argc, char** argv) {
     if (rate <= 0.5 || rate >= 2.0) Usage("--clock-rate must be in (0.5, 2)");
     const uint64_t skewed = std::uniform_int_distribution<uint64_t>(1, static_cast<uint64_t>(nodes))(rng);
     copts.clock_rates[skewed] = rate;
+    nopts.clock_rate = rate;
     std::printf("fault_test: node %llu runs with clock rate x%.4f\n", static_cast<unsigned long long>(skewed), rate);
   }
   if (Has(*kinds, FaultKind::kClockStep)) {

@@ -476,7 +476,13 @@ void Nemesis::AddNode() {
     Log("membership add skipped: no leader");
     return;
   }
-  absl::StatusOr<uint64_t> id = cluster_->PrepareJoiner();
+  std::optional<double> rate;
+  if (options_.clock_rate != 0) {
+    bool skewed_member = false;
+    for (uint64_t m : cluster_->Members()) skewed_member |= cluster_->ClockRate(m).has_value();
+    if (!skewed_member) rate = options_.clock_rate;
+  }
+  absl::StatusOr<uint64_t> id = cluster_->PrepareJoiner(rate);
   if (!id.ok()) {
     Problem("preparing a new node: " + std::string(id.status().message()));
     return;
@@ -511,7 +517,8 @@ void Nemesis::AddNode() {
     Problem("starting node " + std::to_string(*id) + ": " + std::string(st.message()));
     return;
   }
-  Log(absl::StrCat("started node ", *id, " with --join"));
+  Log(absl::StrCat("started node ", *id, " with --join",
+                   rate ? absl::StrFormat(" and clock rate x%.4f (the skewed node was removed)", *rate) : ""));
   // Learners are promoted automatically once caught up.
   const absl::Time start = absl::Now();
   while (absl::Now() < start + absl::Seconds(15)) {

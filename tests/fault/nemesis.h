@@ -5,23 +5,26 @@
 // Fault kinds (TESTING.md lists what each one checks):
 //   kill        kill -9 the leader, a random node, a majority or every node;
 //               restart them after a while (persistence across crashes)
-//   pause       SIGSTOP the leader, a random node or a majority for 0.2-3 s
-//               (longer than an election timeout), then SIGCONT
+//   pause       SIGSTOP the leader, a random node or a majority for 0.2 s up
+//               to the longest fault (longer than an election timeout), then
+//               SIGCONT
 //   partition   through the peer proxies: symmetric halves, isolated leader,
 //               one-way (one directed link, or all of the leader's outbound
 //               or inbound links), bridge (two halves that only one node sees)
 //   membership  add a node (as learner, auto-promoted), remove a node (the
 //               leader at times), leadership transfers, keeping 3..5 voters
 //   clock-skew  one node runs with a skewed clock rate (libfaketime); the
-//               leadership is moved to it, then it is isolated or paused
-//               while lease reads are in the mix
+//               leadership is moved to it if its clock is slow, away from
+//               it if fast, then the leader is isolated or paused while
+//               lease reads are in the mix
 //   disk-full   the data disk of one node (the leader at times) is filled: it
 //               must refuse with a clear error; then space returns and the
 //               node is restarted and catches up
 //   clock-step  the wall clock of one node (the leader at times) steps back
-//               or forward by 1-4 s, as an NTP step would, then steps back
-//               to real time; the monotonic clock runs on (libfaketime with
-//               a timestamp file). Not part of "mixed": see TESTING.md.
+//               or forward by 1-4 s (7-9 s back with the leader isolated),
+//               as an NTP step would, then returns to real time; the
+//               monotonic clock runs on (libfaketime with a timestamp
+//               file). Not part of "mixed": see TESTING.md.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +59,9 @@ struct NemesisOptions {
   absl::Duration settle_timeout = absl::Seconds(10);
   int min_voters = 3;
   int max_voters = 5;
+  // The skewed clock rate of clock-skew (0: none). When the skewed node was
+  // removed, the next node added runs with it, so the fault keeps its teeth.
+  double clock_rate = 0;
 };
 
 class Nemesis {

@@ -40,6 +40,8 @@
 //       - at most one leader per term (Election Safety): AppendEntries,
 //         InstallSnapshot and TimeoutNow of term T come from one node, never
 //         in a term this node led;
+//       - a leader's log only grows within its term: its AppendEntries of
+//         one term agree on the term of every index (and prev) they carry;
 //       - a heartbeat's leader_commit is at most what this node acknowledged
 //         to that leader in that term (a leader sends min(match, commit));
 //       - an InstallSnapshot covers more than this node acknowledged to its
@@ -556,6 +558,19 @@ class Harness {
       for (const Entry& e : m.entries) {
         if (e.type == EntryType::kConfChange && !ConfChange::Decode(e.data)) return false;
       }
+      // A leader's log only grows within its term: everything it sends in
+      // that term agrees on the term of each index.
+      auto sent = leader_log_.find({m.from.value(), m.term.value()});
+      if (sent != leader_log_.end()) {
+        auto agrees = [&](Index i, Term t) {
+          auto it = sent->second.find(i.value());
+          return it == sent->second.end() || it->second == t.value();
+        };
+        if (m.prev_log_index > Index(0) && !agrees(m.prev_log_index, m.prev_log_term)) return false;
+        for (const Entry& e : m.entries) {
+          if (!agrees(e.index, e.term)) return false;
+        }
+      }
       if (m.heartbeat && m.leader_commit.value() > Acked(m)) return false;
     }
     if (m.type == MessageType::kInstallSnapshot) {
@@ -590,6 +605,11 @@ class Harness {
     const bool bad_ids = m.to != kSelf || m.from == kSelf || m.from == kNoNode;
     if (g_model == PeerModel::kCorrect && LeaderMessage(m) && !bad_ids) {
       leader_of_term_.emplace(m.term.value(), m.from.value());
+      if (m.type == MessageType::kAppendEntries) {
+        std::map<uint64_t, uint64_t>& log = leader_log_[{m.from.value(), m.term.value()}];
+        if (m.prev_log_index > Index(0)) log.emplace(m.prev_log_index.value(), m.prev_log_term.value());
+        for (const Entry& e : m.entries) log.emplace(e.index.value(), e.term.value());
+      }
     }
     if (g_verbose) std::fprintf(stderr, "  step %s\n", m.DebugString().c_str());
     absl::Status s = core_->Step(m);
@@ -896,6 +916,8 @@ class Harness {
   std::map<uint64_t, uint64_t> leader_of_term_;                      // term -> leader
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> acked_;          // (leader, term) -> match acked
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> rounds_sent_;    // (peer, term) -> max round
+  // (leader, term) -> index -> term of every entry (and prev) it sent.
+  std::map<std::pair<uint64_t, uint64_t>, std::map<uint64_t, uint64_t>> leader_log_;
 };
 
 }  // namespace
