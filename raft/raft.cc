@@ -91,10 +91,7 @@ void Raft::BecomeFollower(Term term, NodeId leader) {
     term_ = term;
     voted_for_ = kNoNode;
   }
-  if (leader != leader_) {
-    for (const auto& [read_id, tick] : forwarded_reads_) failed_reads_.push_back(read_id);
-    forwarded_reads_.clear();
-  }
+  if (leader != leader_) FailForwardedReads();
   role_ = Role::kFollower;
   leader_ = leader;
   election_elapsed_ = 0;
@@ -108,12 +105,17 @@ void Raft::BecomeFollower(Term term, NodeId leader) {
   read_round_requested_ = false;
 }
 
+// Reads forwarded to a leader we no longer follow will not be answered.
+void Raft::FailForwardedReads() {
+  for (const auto& [read_id, tick] : forwarded_reads_) failed_reads_.push_back(read_id);
+  forwarded_reads_.clear();
+}
+
 void Raft::BecomePreCandidate() {
   QKV_CHECK(role_ != Role::kLeader, "leader cannot become pre-candidate");
   // A pre-candidate changes neither its term nor its vote (etcd #8334), and
   // forgets its leader, or pre-votes can deadlock (etcd #9586).
-  for (const auto& [read_id, tick] : forwarded_reads_) failed_reads_.push_back(read_id);
-  forwarded_reads_.clear();
+  FailForwardedReads();
   role_ = Role::kPreCandidate;
   leader_ = kNoNode;
   votes_.clear();
@@ -121,8 +123,7 @@ void Raft::BecomePreCandidate() {
 
 void Raft::BecomeCandidate() {
   QKV_CHECK(role_ != Role::kLeader, "leader cannot become candidate");
-  for (const auto& [read_id, tick] : forwarded_reads_) failed_reads_.push_back(read_id);
-  forwarded_reads_.clear();
+  FailForwardedReads();
   role_ = Role::kCandidate;
   term_ = term_ + 1;
   voted_for_ = id_;
@@ -689,10 +690,6 @@ void Raft::BroadcastHeartbeat() {
   read_round_requested_ = false;
   for (auto& [peer, pr] : progress_) SendHeartbeat(peer);
   OnReadRoundAcked();  // a single-voter cluster acks its own round
-}
-
-void Raft::BroadcastAppend() {
-  for (auto& [peer, pr] : progress_) FlushAppendTo(peer, true);
 }
 
 void Raft::FlushLeaderMessages() {

@@ -199,7 +199,6 @@ class Raft {
   void HandleReadIndexRequest(const Message& m);
 
   // Leader replication.
-  void BroadcastAppend();
   void BroadcastHeartbeat();
   bool SendAppend(NodeId to, bool send_if_empty);
   void SendHeartbeat(NodeId to);
@@ -233,9 +232,8 @@ class Raft {
   void ResetRandomizedElectionTimeout();
   void AbortTransfer();
   void FailPendingReads();
+  void FailForwardedReads();
   bool Promotable() const;
-  std::vector<NodeId> Voters() const { return conf_.voters; }
-  size_t QuorumSize() const { return conf_.voters.size() / 2 + 1; }
 
   const Config config_;
   const NodeId id_;
@@ -288,7 +286,6 @@ class Raft {
   bool read_round_requested_ = false;
   NodeId lead_transferee_ = kNoNode;
   int transfer_elapsed_ = 0;
-  Index pending_conf_index_;  // last conf change appended by this leader
 
   // Reads waiting for this leader's first commit in its term (etcd #7331).
   std::vector<PendingRead> reads_awaiting_term_commit_;

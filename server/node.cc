@@ -17,8 +17,6 @@ using raft::NodeId;
 using raft::Role;
 using raft::Term;
 
-std::string MembersSummary(const raft::ConfState& conf) { return conf.ToString(); }
-
 absl::Status UnavailableWithLeader(const std::string& what, uint64_t leader) {
   return absl::UnavailableError(leader == 0 ? what + "; no leader is known yet, retry"
                                             : what + "; the leader is node " + std::to_string(leader));
@@ -205,7 +203,7 @@ absl::Status Node::OpenStores() {
            static_cast<unsigned long long>(core_->term().value()),
            static_cast<unsigned long long>(core_->commit_index().value()),
            static_cast<unsigned long long>(kv_->applied_index()),
-           MembersSummary(core_->conf_state()).c_str());
+           core_->conf_state().ToString().c_str());
   return absl::OkStatus();
 }
 
@@ -239,11 +237,10 @@ void Node::Stop() {
 // ---------------------------------------------------------------------------
 // The event loop.
 
-bool Node::Post(std::function<void()> event, bool is_peer_message) {
+bool Node::Post(std::function<void()> event) {
   absl::MutexLock lock(&mu_);
   if (stopping_ || !started_) return false;
   if (events_.size() >= options_.max_queued_events) return false;
-  if (is_peer_message) ++queued_peer_messages_;
   events_.push_back(std::move(event));
   cv_.Signal();
   return true;
@@ -265,7 +262,6 @@ void Node::Loop() {
         shutting_down_ = true;
       }
       if (!shutting_down_) batch.swap(events_);
-      queued_peer_messages_ = 0;
     }
     if (shutting_down_) {
       for (auto& e : batch) e();
@@ -360,10 +356,7 @@ void Node::ProcessReady() {
         (m.type == raft::MessageType::kAppendEntries ? early : later).push_back(std::move(m));
       }
       rd.messages = std::move(later);
-      for (const raft::Message& m : early) {
-        (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
-      }
-      if (!early.empty()) transport_->Send(std::move(early));
+      SendMessages(std::move(early));
     }
 
     raft::PersistBatch batch;
@@ -394,12 +387,7 @@ void Node::ProcessReady() {
     }
     LearnAddresses(rd.entries);
     // Only after the disk write: messages may promise what was persisted.
-    for (const raft::Message& m : rd.messages) {
-      if (m.type == raft::MessageType::kAppendEntries) {
-        (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
-      }
-    }
-    if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
+    SendMessages(std::move(rd.messages));
 
     ApplyCommitted(rd.committed_entries);
     if (!fatal_.ok()) return;
@@ -422,6 +410,16 @@ void Node::ProcessReady() {
     MaybeCompact();
   }
   if (!core_->storage_error().ok()) Fatal(core_->storage_error());
+}
+
+void Node::SendMessages(std::vector<raft::Message> messages) {
+  if (messages.empty()) return;
+  for (const raft::Message& m : messages) {
+    if (m.type == raft::MessageType::kAppendEntries) {
+      (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
+    }
+  }
+  transport_->Send(std::move(messages));
 }
 
 void Node::PublishObservables() {
@@ -461,12 +459,9 @@ void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
   if (entries.empty()) return;
   std::vector<kv::ApplyItem> items;
   items.reserve(entries.size());
-  MemberList members;
-  {
-    absl::MutexLock lock(&members_mu_);
-    members = members_;
-  }
-  bool members_changed = false;
+  // The member list is copied only when a configuration entry is applied:
+  // the common batch of client commands pays nothing for it.
+  std::optional<MemberList> members;
   for (const raft::Entry& e : entries) {
     kv::ApplyItem item;
     item.index = e.index.value();
@@ -487,9 +482,12 @@ void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
           item.type = kv::ApplyItemType::kOtherRaftEntry;
           break;
         }
-        members = members.Apply(*cc);
-        members_changed = true;
-        kv::Command put = kv::Command::Put(std::string(kMembersKey, kMembersKeyLength), members.Encode());
+        if (!members) {
+          absl::MutexLock lock(&members_mu_);
+          members = members_;
+        }
+        members = members->Apply(*cc);
+        kv::Command put = kv::Command::Put(std::string(kMembersKey, kMembersKeyLength), members->Encode());
         item.type = kv::ApplyItemType::kCommand;
         item.data = kv::EncodeCommand(put);
         LOG_INFO("node %llu: membership change at %llu committed: %s node %llu",
@@ -511,9 +509,9 @@ void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
     Fatal(results.status());
     return;
   }
-  if (members_changed) {
+  if (members) {
     absl::MutexLock lock(&members_mu_);
-    members_ = members;
+    members_ = std::move(*members);
   }
   applied_index_ = kv_->applied_index();
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -1042,8 +1040,7 @@ void Node::OnMessages(std::vector<raft::Message> messages) {
           absl::Status s = core_->Step(m);
           if (!s.ok() && !core_->storage_error().ok()) return;
         }
-      },
-      true);
+      });
 }
 
 absl::StatusOr<std::unique_ptr<SnapshotReceiver>> Node::BeginSnapshot(raft::NodeId from, raft::Term term,
@@ -1129,13 +1126,13 @@ absl::StatusOr<std::unique_ptr<SnapshotStream>> Node::OpenSnapshot(const raft::S
 void Node::OnUnreachable(raft::NodeId peer) {
   Post([this, peer] {
     if (!shutting_down_) core_->ReportUnreachable(peer);
-  }, true);
+  });
 }
 
 void Node::OnSnapshotStatus(raft::NodeId peer, bool delivered) {
   Post([this, peer, delivered] {
     if (!shutting_down_) core_->ReportSnapshot(peer, delivered);
-  }, true);
+  });
 }
 
 }  // namespace quorumkv::server

@@ -13,9 +13,9 @@
 //   - gRPC and transport threads only enqueue events and wait for their
 //     completion callbacks, which run on the node thread (or, for forwarded
 //     writes and serializable reads, on the calling thread).
-// Every queue has a bound: peer messages beyond it are dropped (Raft
-// retransmits), client requests beyond max_pending_requests get
-// RESOURCE_EXHAUSTED.
+// Every queue has a bound: events beyond max_queued_events are refused
+// (peer messages are dropped, Raft retransmits; requests get UNAVAILABLE),
+// client requests beyond max_pending_requests get RESOURCE_EXHAUSTED.
 #pragma once
 
 #include <atomic>
@@ -181,7 +181,7 @@ class Node : public PeerHandler {
 
   // The event queue. Post returns false (and runs nothing) when full or
   // stopped.
-  bool Post(std::function<void()> event, bool is_peer_message = false);
+  bool Post(std::function<void()> event);
   void Loop();
   void TickUpToNow();
   void ProcessReady();
@@ -193,6 +193,7 @@ class Node : public PeerHandler {
   void MaybeCompact();
   void Fatal(absl::Status status);
   void PublishObservables();
+  void SendMessages(std::vector<raft::Message> messages);
 
   // Node-thread halves of the client operations.
   void ProposeWrite(kv::Command command, absl::Time deadline,
@@ -223,7 +224,6 @@ class Node : public PeerHandler {
   absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<std::function<void()>> events_ ABSL_GUARDED_BY(mu_);
-  size_t queued_peer_messages_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Node thread only: set when the loop drains the queue for the last time.
   bool shutting_down_ = false;
@@ -241,7 +241,6 @@ class Node : public PeerHandler {
   std::multimap<uint64_t, uint64_t> reads_waiting_;  // read index -> op
   std::multimap<absl::Time, uint64_t> deadlines_;
   std::optional<uint64_t> transfer_op_;
-  std::map<uint64_t, std::unique_ptr<kv::SnapshotWriter>> staged_snapshots_;  // by index
   absl::Mutex staged_mu_;
   std::map<uint64_t, std::unique_ptr<kv::SnapshotWriter>> finished_snapshots_ ABSL_GUARDED_BY(staged_mu_);
   absl::Status fatal_;
