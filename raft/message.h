@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "raft/types.h"
 
 namespace quorumkv::raft {
@@ -65,5 +66,20 @@ struct Message {
 
   std::string DebugString() const;
 };
+
+// Terms and indexes at or above this are refused in peer messages: no
+// cluster reaches them (2^62 one-millisecond terms take 146 million years),
+// and accepting one lets a faulty peer make `term + 1` or `index + n` wrap.
+inline constexpr uint64_t kMaxPeerTermOrIndex = uint64_t{1} << 62;
+
+// What a message from a peer must look like before any state depends on it
+// (Raft::Step refuses the rest with InvalidArgument; the transport refuses
+// them on the wire): terms and indexes below kMaxPeerTermOrIndex; an
+// AppendEntries' entries extend prev_log_index one by one with terms that
+// never decrease, never precede prev_log_term and never exceed the message's
+// term, and its configuration entries decode; a heartbeat carries no
+// entries; a snapshot's last entry has an index and a term no later than
+// the message's.
+absl::Status ValidatePeerMessage(const Message& m);
 
 }  // namespace quorumkv::raft

@@ -86,11 +86,13 @@ void Raft::ResetRandomizedElectionTimeout() {
 }
 
 void Raft::BecomeFollower(Term term, NodeId leader) {
-  if (role_ == Role::kLeader) FailPendingReads();
   if (term != term_) {
     term_ = term;
     voted_for_ = kNoNode;
   }
+  // After the term update: the refusals must carry the term we are in, or
+  // GetReady would drop them as messages of a term we have left.
+  if (role_ == Role::kLeader) FailPendingReads();
   if (leader != leader_) FailForwardedReads();
   role_ = Role::kFollower;
   leader_ = leader;
@@ -259,6 +261,8 @@ absl::Status Raft::Step(const Message& m) {
   if (!log_.error().ok()) return log_.error();
   if (m.to != id_) return absl::InvalidArgumentError("message for node " + Str(m.to));
   if (m.from == id_ || m.from == kNoNode) return absl::InvalidArgumentError("message from an invalid sender");
+  if (absl::Status s = ValidatePeerMessage(m); !s.ok()) return s;
+  if (absl::Status s = CheckPeerClaims(m); !s.ok()) return s;
 
   const bool is_vote_request = m.type == MessageType::kRequestVote;
   if (is_vote_request && !m.leadership_transfer && HeardFromLeaderRecently()) {
@@ -463,6 +467,28 @@ void Raft::StepLeader(const Message& m) {
   }
 }
 
+// A correct peer never claims more of this node's log than exists: a
+// leader's heartbeat commits at most what this node acknowledged to it, and
+// a follower acknowledges at most what this leader sent. Such a message
+// comes from a faulty peer (or a disk that lost acknowledged data); acting
+// on it would commit unknown entries or break the leader's progress
+// invariants, so it is refused before it changes anything.
+absl::Status Raft::CheckPeerClaims(const Message& m) const {
+  if (m.type == MessageType::kAppendEntries && m.heartbeat && m.term >= term_ &&
+      m.leader_commit > log_.LastIndex()) {
+    return absl::InvalidArgumentError("heartbeat from node " + Str(m.from) + " commits index " +
+                                      Str(m.leader_commit) + ", beyond this node's last index " +
+                                      Str(log_.LastIndex()));
+  }
+  const bool acknowledges = (m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
+                            (m.type == MessageType::kInstallSnapshotResponse && m.success);
+  if (acknowledges && role_ == Role::kLeader && m.term == term_ && m.match_index > log_.LastIndex()) {
+    return absl::InvalidArgumentError("node " + Str(m.from) + " acknowledges index " + Str(m.match_index) +
+                                      ", beyond the leader's last index " + Str(log_.LastIndex()));
+  }
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------
 // Follower side of replication.
 
@@ -492,7 +518,10 @@ void Raft::HandleAppendEntries(const Message& m) {
     return;
   }
 
-  if (auto last = log_.MaybeAppend(m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries)) {
+  std::optional<Index> truncated_from;
+  if (auto last = log_.MaybeAppend(m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries,
+                                   &truncated_from)) {
+    if (truncated_from) ForgetAcknowledgementsFrom(*truncated_from);
     ApplyConfChangesIn(m.entries);
     resp.success = true;
     resp.match_index = *last;
@@ -529,6 +558,7 @@ void Raft::HandleSnapshot(const Message& m) {
     log_.CommitTo(meta.index);
     resp.match_index = meta.index;
   } else {
+    ForgetAcknowledgementsFrom(meta.index + 1);
     log_.Restore(m.snapshot);
     base_conf_ = meta.conf_state;
     conf_log_.clear();
@@ -536,6 +566,19 @@ void Raft::HandleSnapshot(const Message& m) {
     resp.match_index = meta.index;
   }
   Send(std::move(resp));
+}
+
+// An acknowledgement still queued speaks for entries that have just been
+// replaced before they were persisted; sent, it would let a leader count
+// entries this node never stored. A correct leader replaces them only from a
+// later term (GetReady drops messages of older terms anyway); this covers
+// any leader.
+void Raft::ForgetAcknowledgementsFrom(Index first_gone) {
+  std::erase_if(msgs_, [first_gone](const Message& q) {
+    const bool acknowledges = (q.type == MessageType::kAppendEntriesResponse && q.success && !q.heartbeat) ||
+                              (q.type == MessageType::kInstallSnapshotResponse && q.success);
+    return acknowledges && q.match_index >= first_gone;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1166,6 +1209,12 @@ Ready Raft::GetReady() {
   rd.snapshot = log_.unstable_snapshot();
   rd.entries = log_.unstable_entries();
   rd.committed_entries = log_.NextCommittedEntries(kMaxCommittedBytesPerReady);
+  // A message queued in an older term speaks for a state that may be gone:
+  // a success AppendEntriesResponse whose entries a newer leader truncated
+  // before they were persisted, or a vote whose term was superseded before
+  // it became durable. Its recipient may still be in that older term and
+  // would count it, so it is never sent (found by raft_message_fuzzer).
+  std::erase_if(msgs_, [this](const Message& m) { return m.term < term_; });
   rd.messages = std::move(msgs_);
   msgs_.clear();
   rd.read_states = std::move(read_states_);

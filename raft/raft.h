@@ -193,6 +193,8 @@ class Raft {
   void StepFollower(const Message& m);
 
   void HandleRequestVote(const Message& m);
+  absl::Status CheckPeerClaims(const Message& m) const;
+  void ForgetAcknowledgementsFrom(Index first_gone);
   void HandleAppendEntries(const Message& m);
   void HandleSnapshot(const Message& m);
   void HandleAppendResponse(const Message& m);

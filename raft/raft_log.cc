@@ -71,7 +71,8 @@ std::optional<Index> RaftLog::FindConflict(const std::vector<Entry>& entries) co
 }
 
 std::optional<Index> RaftLog::MaybeAppend(Index prev_index, Term prev_term, Index leader_commit,
-                                          const std::vector<Entry>& entries) {
+                                          const std::vector<Entry>& entries,
+                                          std::optional<Index>* truncated_from) {
   if (!MatchTerm(prev_index, prev_term)) return std::nullopt;
   Index last_new = prev_index + entries.size();
   if (auto conflict = FindConflict(entries)) {
@@ -80,6 +81,7 @@ std::optional<Index> RaftLog::MaybeAppend(Index prev_index, Term prev_term, Inde
     // (Leader Completeness); if it does, something upstream is broken.
     QKV_CHECK(*conflict > committed_, "truncating committed entry " + Str(*conflict) +
                                           " (committed " + Str(committed_) + ")");
+    if (truncated_from != nullptr && *conflict <= LastIndex()) *truncated_from = *conflict;
     TruncateAndAppend(entries, *conflict - (prev_index + 1));
   }
   CommitTo(std::min(leader_commit, last_new));

@@ -34,9 +34,11 @@ class RaftLog {
   // Follower side of AppendEntries (Figure 2, receiver rules 2-5). Returns
   // the last index known to match the leader, or nullopt when the log has
   // no entry matching (prev_index, prev_term). Truncates only at a real
-  // conflict, never because a (stale) message is shorter than the log.
+  // conflict, never because a (stale) message is shorter than the log; then
+  // sets *truncated_from to the first index replaced.
   std::optional<Index> MaybeAppend(Index prev_index, Term prev_term, Index leader_commit,
-                                   const std::vector<Entry>& entries);
+                                   const std::vector<Entry>& entries,
+                                   std::optional<Index>* truncated_from = nullptr);
   // Leader side: appends after the last index; returns the new last index.
   Index Append(std::vector<Entry> entries);
 

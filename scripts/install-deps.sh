@@ -21,6 +21,8 @@ packages=(
   # stubs come from protoc + grpc_python_plugin, in protobuf-compiler-grpc
   # above), PyYAML to read docker/docker-compose.yml
   python3-grpcio python3-protobuf python3-yaml
+  # tests/fault: clock-rate skew and wall-clock steps for one kvserver
+  faketime
 )
 
 missing=()

@@ -44,7 +44,7 @@ void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node*
       const std::string address = node->LeaderClientAddress();
       if (!address.empty()) ctx->AddTrailingMetadata("quorumkv-leader-address", address);
     }
-    if (s.GetPayload(kNotProposedPayload).has_value()) ctx->AddTrailingMetadata("quorumkv-not-proposed", "1");
+    if (IsNotProposed(s)) ctx->AddTrailingMetadata("quorumkv-not-proposed", "1");
   }
   reactor->Finish(ToGrpc(s));
 }

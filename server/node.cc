@@ -22,13 +22,6 @@ absl::Status UnavailableWithLeader(const std::string& what, uint64_t leader) {
                                             : what + "; the leader is node " + std::to_string(leader));
 }
 
-// A refusal before anything was proposed: the client may retry elsewhere
-// knowing the request did not take effect.
-absl::Status NotProposed(absl::Status s) {
-  s.SetPayload(kNotProposedPayload, absl::Cord("1"));
-  return s;
-}
-
 }  // namespace
 
 // One client call waiting on the node thread.
@@ -640,8 +633,17 @@ void Node::Fatal(absl::Status status) {
   failed_ = true;
   LOG_ERROR("node %llu stopped serving: %s", static_cast<unsigned long long>(options_.id.value()),
             status.ToString().c_str());
-  FailAll(absl::Status(absl::StatusCode::kDataLoss == status.code() ? status.code() : absl::StatusCode::kInternal,
-                       std::string("this node failed: ") + std::string(status.message())));
+  // Whatever the cause (a full disk, a failed fsync, damage found), the
+  // requests in flight may or may not have taken effect on the cluster.
+  FailAll(absl::UnavailableError("this node failed: " + std::string(status.message()) +
+                                 "; the request may or may not have taken effect; retry on another node"));
+}
+
+// Unavailable, not DATA_LOSS: the cluster is fine and another node serves
+// the request; not proposed, so a client may retry it anywhere.
+absl::Status Node::FailedNodeError() const {
+  return NotProposed(
+      absl::UnavailableError("this node failed: " + std::string(fatal_.message()) + "; retry on another node"));
 }
 
 // ---------------------------------------------------------------------------
@@ -728,11 +730,11 @@ absl::Status Node::NotLeaderError(const std::string& what) const {
 void Node::Write(kv::Command command, absl::Time deadline,
                  std::function<void(absl::StatusOr<WriteOutcome>)> done) {
   if (failed_) {
-    done(absl::DataLossError(std::string("this node failed: ") + std::string(fatal_.message())));
+    done(FailedNodeError());
     return;
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
-    done(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry"));
+    done(NotProposed(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry")));
     return;
   }
   ++pending_requests_;
@@ -754,8 +756,7 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
     return;
   }
   if (!fatal_.ok()) {
-    done(NotProposed(absl::UnavailableError(std::string("this node failed: ") + std::string(fatal_.message()) +
-                                            "; retry on another node")));
+    done(FailedNodeError());
     return;
   }
   if (absl::Now() >= deadline) {
@@ -817,7 +818,7 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
 void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadline,
                 std::function<void(absl::StatusOr<ReadOutcome>)> done) {
   if (failed_) {
-    done(absl::DataLossError(std::string("this node failed: ") + std::string(fatal_.message())));
+    done(FailedNodeError());
     return;
   }
   if (consistency == ReadConsistency::kSerializable) {
@@ -833,7 +834,7 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
     return;
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
-    done(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry"));
+    done(NotProposed(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry")));
     return;
   }
   ++pending_requests_;
@@ -850,7 +851,7 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
 
 void Node::ReadBarrier(absl::Time deadline, std::function<void(absl::StatusOr<ReadOutcome>)> done) {
   if (failed_) {
-    done(absl::DataLossError(std::string("this node failed: ") + std::string(fatal_.message())));
+    done(FailedNodeError());
     return;
   }
   ++pending_requests_;

@@ -41,14 +41,10 @@
 #include "raft/storage/leveldb_log_storage.h"
 #include "server/member_list.h"
 #include "server/metrics.h"
+#include "server/not_proposed.h"
 #include "server/peer_transport.h"
 
 namespace quorumkv::server {
-
-// Payload on a status whose request was refused before it was proposed
-// (e.g. "not the leader"): the client API turns it into the trailer
-// "quorumkv-not-proposed", so clients know a retry cannot apply it twice.
-inline constexpr char kNotProposedPayload[] = "quorumkv/not-proposed";
 
 enum class ReadConsistency { kLinearizable, kLease, kSerializable };
 
@@ -205,6 +201,7 @@ class Node : public PeerHandler {
   void FailAll(const absl::Status& status);
   ResponseInfo Info() const;
   absl::Status NotLeaderError(const std::string& what) const;
+  absl::Status FailedNodeError() const;
 
   const NodeOptions options_;
   std::unique_ptr<NodeMetrics> metrics_;

@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "raft.grpc.pb.h"
+#include "server/not_proposed.h"
 #include "server/raft_wire.h"
 
 namespace quorumkv::server {
@@ -408,8 +409,8 @@ class PeerTransport::Peer {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) {
         ForwardResult result;
-        result.status = absl::UnavailableError(
-            absl::StrCat("node ", id_.value(), " was removed from this node's peers"));
+        result.status = NotProposed(absl::UnavailableError(
+            absl::StrCat("node ", id_.value(), " was removed from this node's peers")));
         runner_->Post([call, result = std::move(result)]() mutable {
           call->done(std::move(result));
           delete call;
@@ -583,6 +584,7 @@ class PeerTransport::Peer {
             r.message()));
       } else if (r.code() != 0) {
         result.status = absl::Status(static_cast<absl::StatusCode>(r.code()), r.message());
+        if (r.not_proposed()) result.status = NotProposed(std::move(result.status));
       }
       result.result = r.result();
       result.leader_id = r.leader_id();
@@ -826,6 +828,7 @@ class ForwardCompletion {
     response_->set_leader_id(result.leader_id);
     response_->set_term(result.term);
     response_->set_applied_index(result.applied_index);
+    response_->set_not_proposed(IsNotProposed(result.status));
     reactor_->Finish(grpc::Status::OK);
   }
 

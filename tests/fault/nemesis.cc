@@ -36,12 +36,12 @@ std::string FaultKindName(FaultKind kind) {
 
 absl::StatusOr<std::vector<FaultKind>> ParseNemesis(const std::string& spec) {
   const std::vector<FaultKind> all = {FaultKind::kKill,       FaultKind::kPause,     FaultKind::kPartition,
-                                      FaultKind::kMembership, FaultKind::kClockSkew, FaultKind::kDiskFull};
+                                      FaultKind::kMembership, FaultKind::kClockSkew, FaultKind::kDiskFull,
+                                      FaultKind::kClockStep};
   if (spec == "mixed") return all;
   if (spec == "none") return std::vector<FaultKind>{};
   std::vector<FaultKind> out;
-  std::vector<FaultKind> known = all;
-  known.push_back(FaultKind::kClockStep);
+  const std::vector<FaultKind>& known = all;
   for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
     bool found = false;
     for (FaultKind k : known) {

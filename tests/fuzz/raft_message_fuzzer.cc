@@ -28,12 +28,13 @@
 // documented codes; a message with bad ids is refused; a node always runs
 // out of Readies.
 //
-// THE PEER MODEL. Some invariants are enforced by the core with QKV_CHECK
-// on what a peer sends (a heartbeat committing beyond the follower's log, an
-// undecodable configuration entry, a success response acknowledging entries
-// the leader never had): the core treats a peer that breaks Raft's
-// guarantees as fail-stop. The environment variable QKV_FUZZ_PEERS chooses
-// what the other nodes may send:
+// THE PEER MODEL. The core refuses (InvalidArgument, nothing changed) what
+// no correct peer sends and it can see locally: malformed messages
+// (raft::ValidatePeerMessage) and claims beyond its log (a heartbeat
+// committing past the follower's last index, an acknowledgement past the
+// leader's). What it cannot see locally (two leaders in one term, say) it
+// must trust. The environment variable QKV_FUZZ_PEERS chooses what the
+// other nodes may send:
 //   correct (default; what ctest runs): only what correct peers could send,
 //       over a network that loses, duplicates, delays and reorders: the
 //       wire checks below, plus
@@ -54,8 +55,9 @@
 //       DecodeMessage and DecodeSnapshotChunkHeader, mirrored in WireValid
 //       below): what a buggy or malicious peer can deliver to a real node.
 //   raw: anything at all, to test the core on its own.
-// In the wire and raw modes the known fail-stop checks on peer input do
-// abort; the report lists each.
+// In every mode the node must never crash; only the correct mode also
+// checks the safety invariants that depend on correct peers. ctest fuzzes
+// the correct and the raw modes.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -116,48 +118,17 @@ uint64_t SplitMix(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-bool StrictlyAscendingNonZero(const std::vector<NodeId>& ids) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] == kNoNode) return false;
-    if (i > 0 && !(ids[i - 1] < ids[i])) return false;
-  }
-  return true;
-}
-
-bool ValidConfState(const ConfState& c) {
-  if (!StrictlyAscendingNonZero(c.voters) || !StrictlyAscendingNonZero(c.learners)) return false;
-  for (NodeId v : c.voters) {
-    if (c.IsLearner(v)) return false;
-  }
-  return true;
-}
-
-// Mirrors server/raft_wire.cc: DecodeMessage (entries valid and contiguous,
-// terms non-decreasing from prev_log_term up to the message's term, no
-// entries on a heartbeat) and DecodeSnapshotChunkHeader (non-zero leader,
-// term, snapshot index and term; a valid ConfState). Sender and receiver
-// ids are left to the core, which refuses them itself (checked).
+// What the transport lets through (server/raft_wire.cc): DecodeMessage's own
+// field checks (entries with non-zero index and term and a known type),
+// then raft::ValidatePeerMessage, which DecodeMessage and the snapshot
+// receiver call. Sender and receiver ids are left to the core, which
+// refuses them itself (checked).
 bool WireValid(const Message& m) {
-  if (m.type == MessageType::kAppendEntries) {
-    if (m.heartbeat && !m.entries.empty()) return false;
-    Term last = m.prev_log_term;
-    for (size_t i = 0; i < m.entries.size(); ++i) {
-      const Entry& e = m.entries[i];
-      if (e.index == Index(0) || e.term == Term(0)) return false;
-      if (static_cast<uint8_t>(e.type) > static_cast<uint8_t>(EntryType::kConfChange)) return false;
-      if (m.prev_log_index.value() > UINT64_MAX - m.entries.size()) return false;
-      if (e.index != m.prev_log_index + (i + 1)) return false;
-      if (e.term < last || e.term > m.term) return false;
-      last = e.term;
-    }
+  for (const Entry& e : m.entries) {
+    if (e.index == Index(0) || e.term == Term(0)) return false;
+    if (static_cast<uint8_t>(e.type) > static_cast<uint8_t>(EntryType::kConfChange)) return false;
   }
-  if (m.type == MessageType::kInstallSnapshot) {
-    if (m.term == Term(0) || m.snapshot.meta.index == Index(0) || m.snapshot.meta.term == Term(0)) {
-      return false;
-    }
-    if (!ValidConfState(m.snapshot.meta.conf_state)) return false;
-  }
-  return true;
+  return ValidatePeerMessage(m).ok();
 }
 
 // The harness's disk: a MemoryLogStorage whose reads (and compactions) can
@@ -591,6 +562,17 @@ class Harness {
     return true;
   }
 
+  bool ClaimsTooMuch(const Message& m) const {
+    if (m.type == MessageType::kAppendEntries && m.heartbeat && m.term >= core_->term() &&
+        m.leader_commit > core_->last_index()) {
+      return true;
+    }
+    const bool acknowledges = (m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
+                              (m.type == MessageType::kInstallSnapshotResponse && m.success);
+    return acknowledges && core_->role() == Role::kLeader && m.term == core_->term() &&
+           m.match_index > core_->last_index();
+  }
+
   bool Admissible(const Message& m) const {
     switch (g_model) {
       case PeerModel::kRaw: return true;
@@ -611,9 +593,24 @@ class Harness {
         for (const Entry& e : m.entries) log.emplace(e.index.value(), e.term.value());
       }
     }
+    // Raft::Step refuses, changing nothing, a malformed message and one
+    // claiming more of a log than exists (Raft::CheckPeerClaims).
+    const bool malformed = !ValidatePeerMessage(m).ok() || ClaimsTooMuch(m);
+    const Term term_before = core_->term();
+    const Index last_before = core_->last_index();
+    const Index commit_before = core_->commit_index();
     if (g_verbose) std::fprintf(stderr, "  step %s\n", m.DebugString().c_str());
     absl::Status s = core_->Step(m);
     NoteLeadership();
+    if (storage_.failing && s == core_->storage_error()) return;
+    if (malformed && !bad_ids) {
+      FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument && !s.message().empty(),
+                 "a malformed message was not refused: %s -> %s", m.DebugString().c_str(), s.ToString().c_str());
+      FUZZ_CHECK(core_->term() == term_before && core_->last_index() == last_before &&
+                     core_->commit_index() == commit_before,
+                 "a refused message changed the node: %s", m.DebugString().c_str());
+      return;
+    }
     if (bad_ids) {
       FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument,
                  "a message with bad ids was not refused: %s -> %s", m.DebugString().c_str(),

@@ -324,6 +324,19 @@ TEST(Election, Figure2_VotePersistedInSameReadyAsVoteResponse) {
   EXPECT_FALSE(voter->raft().HasReady());
 }
 
+// A grant queued in one term is never sent once a newer term arrives before
+// the Ready: the hard state persisted is the newer term's, so the old grant
+// would be a promise that no crash-surviving record backs.
+TEST(Election, Figure2_VoteGrantOfASupersededTermNeverSent) {
+  auto voter = Voter();
+  voter->Step(VoteRequest(2, 1, 3, 3, 2));  // granted in term 3, not yet persisted
+  voter->Step(AppendEntries(3, 1, 4, 3, 2, {}, 1));
+  std::vector<Message> out = voter->Drain();
+  EXPECT_TRUE(OfType(out, MessageType::kRequestVoteResponse).empty());
+  EXPECT_EQ(voter->storage.hard_state().current_term, T(4));
+  EXPECT_EQ(voter->storage.hard_state().voted_for, kNoNode);
+}
+
 // A vote request from a lower term is rejected with the current term.
 TEST(Election, Figure2_VoteRequestFromLowerTermRejected) {
   auto voter = Voter();

@@ -93,6 +93,24 @@ TEST(AppendEntries, Pitfall_TruncatingOnStaleAppendEntries) {
   EXPECT_EQ(f->raft().last_index(), I(6));
 }
 
+// A success acknowledgement queued in one term must not leave after a newer
+// leader truncated the entries it acknowledges (before they were persisted):
+// the old leader, still in the old term, would count entries this node never
+// stored. Found by raft_message_fuzzer (regressions/stale-ack-after-truncation).
+TEST(AppendEntries, StaleTermAcknowledgementOfTruncatedEntriesNeverSent) {
+  auto f = TestNode::WithLog(1, Voters({1, 2, 3}), {1, 1}, HardState{T(2), kNoNode, I(2)});
+  f->Drain();
+  f->Step(AppendEntries(2, 1, 2, 2, 1, MakeEntries(I(3), {2, 2, 2}), 2));  // acked as match 5
+  f->Step(AppendEntries(3, 1, 3, 2, 1, MakeEntries(I(3), {3}), 2));        // truncates 3..5
+  std::vector<Message> out = f->Drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].to, N(3));
+  EXPECT_EQ(out[0].term, T(3));
+  EXPECT_EQ(out[0].match_index, I(3));
+  EXPECT_TRUE(OfType(out, MessageType::kAppendEntriesResponse, 2).empty());
+  EXPECT_EQ(StoredTerms(f->storage), (std::vector<uint64_t>{1, 1, 3}));
+}
+
 // Committed entries are never truncated: a (necessarily stale) message
 // starting below the commit index is answered with the commit index and
 // changes nothing, even when its entries differ.

@@ -213,8 +213,10 @@ void TestNode::CheckReadyAgainstContract(const Ready& rd) {
     const bool future_term = (m.type == MessageType::kRequestVote && m.pre_vote) ||
                              (m.type == MessageType::kRequestVoteResponse && m.pre_vote && m.vote_granted);
     if (!future_term) {
-      EXPECT_LE(m.term, hs.current_term) << "node " << id() << " sends " << m.DebugString()
-                                         << " before its term is durable";
+      // Equal, not at most: a message of an older term may promise a state
+      // the node has since left (an acknowledgement of truncated entries).
+      EXPECT_EQ(m.term, hs.current_term) << "node " << id() << " sends " << m.DebugString()
+                                         << " outside its durable term";
     }
     if (m.type == MessageType::kRequestVoteResponse && !m.pre_vote && m.vote_granted) {
       EXPECT_EQ(hs.current_term, m.term) << "vote granted before its term is durable: " << m.DebugString();

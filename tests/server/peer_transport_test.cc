@@ -1,6 +1,7 @@
 // PeerTransport between in-process nodes, each with its own grpc::Server on
 // 127.0.0.1 (free ports only). Every wait is bounded; every node is stopped
 // (server first, then transport) at the end of its test.
+#include "server/not_proposed.h"
 #include "server/peer_transport.h"
 
 #include <arpa/inet.h>
@@ -945,6 +946,8 @@ TEST(PeerTransportForwardTest, RoundTripCarriesTheLeadersAnswer) {
     if (command == "bad") {
       r.status = absl::FailedPreconditionError("leadership transfer in progress");
       r.leader_id = 2;
+    } else if (command == "refused") {
+      r.status = NotProposed(absl::ResourceExhaustedError("too many pending requests"));
     } else {
       r.result = std::string("ok\0result", 9);
       r.leader_id = 2;
@@ -973,9 +976,19 @@ TEST(PeerTransportForwardTest, RoundTripCarriesTheLeadersAnswer) {
   EXPECT_EQ(r->status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(r->status.message(), "leadership transfer in progress");
   EXPECT_EQ(r->leader_id, 2u);
+  EXPECT_FALSE(IsNotProposed(r->status));  // indeterminate unless marked
+
+  // The "not proposed" mark crosses the hop: the follower's client may
+  // retry knowing the write did not take effect.
+  ForwardWaiter refused;
+  a.transport->ForwardPropose(NodeId(2), "refused", absl::Seconds(5), refused.Callback());
+  r = refused.Wait();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsNotProposed(r->status));
 
   absl::MutexLock lock(&seen_mu);
-  ASSERT_EQ(seen.size(), 2u);
+  ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0], std::make_pair(NodeId(1), std::string("put k v")));
   EXPECT_EQ(ok.count(), 1u);
   EXPECT_EQ(bad.count(), 1u);

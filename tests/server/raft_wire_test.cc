@@ -12,6 +12,8 @@
 namespace quorumkv::server {
 namespace {
 
+using raft::ConfChange;
+using raft::ConfChangeType;
 using raft::Entry;
 using raft::EntryType;
 using raft::Index;
@@ -106,7 +108,8 @@ TEST(RaftWireTest, AppendEntriesRoundTripsEveryField) {
   m.prev_log_term = Term(40);
   m.entries = {Entry{Index(101), Term(40), EntryType::kNormal, std::string("put\0x", 5)},
                Entry{Index(102), Term(41), EntryType::kNoOp, ""},
-               Entry{Index(103), Term(42), EntryType::kConfChange, "cc-bytes"}};
+               Entry{Index(103), Term(42), EntryType::kConfChange,
+                     ConfChange{ConfChangeType::kAddLearner, NodeId(7), "peer-address"}.Encode()}};
   m.leader_commit = Index(99);
   m.read_round = 0xFFFFFFFFFFFFFFFFULL;
   ExpectSame(m, RoundTrip(m));
@@ -331,7 +334,12 @@ TEST(RaftWireTest, RefusesBadEntryTypesIndexesAndTerms) {
 
   wire = ValidAppend();
   wire.mutable_append_entries()->set_prev_log_index(~uint64_t{0} - 1);
-  ExpectInvalid(wire, "overflow");
+  ExpectInvalid(wire, "beyond any reachable term or index");
+
+  wire = ValidAppend();
+  wire.mutable_append_entries()->mutable_entries(0)->set_type(raftpb::ENTRY_TYPE_CONF_CHANGE);
+  wire.mutable_append_entries()->mutable_entries(0)->set_data("not a configuration change");
+  ExpectInvalid(wire, "configuration entry 11 does not decode");
 }
 
 TEST(RaftWireTest, RefusesBadConfStatesAndSnapshotHeaders) {
