@@ -24,6 +24,9 @@ struct PersistBatch {
   std::optional<HardState> hard_state;
   std::optional<SnapshotMeta> snapshot;
   std::vector<Entry> entries;
+  // false: the write may reach the disk later (Ready::must_sync). A later
+  // synced write makes it durable too; a crash before that may lose it.
+  bool sync = true;
 };
 
 class LogStorage {

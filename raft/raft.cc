@@ -1204,10 +1204,12 @@ Ready Raft::GetReady() {
   HardState hard{term_, voted_for_, log_.committed()};
   if (hard != prev_hard_) {
     rd.hard_state = hard;
+    rd.must_sync = hard.current_term != prev_hard_.current_term || hard.voted_for != prev_hard_.voted_for;
     prev_hard_ = hard;
   }
   rd.snapshot = log_.unstable_snapshot();
   rd.entries = log_.unstable_entries();
+  if (rd.snapshot || !rd.entries.empty()) rd.must_sync = true;
   rd.committed_entries = log_.NextCommittedEntries(kMaxCommittedBytesPerReady);
   // A message queued in an older term speaks for a state that may be gone:
   // a success AppendEntriesResponse whose entries a newer leader truncated

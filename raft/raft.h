@@ -70,6 +70,12 @@ struct Ready {
   std::vector<Message> messages;        // send after persisting
   std::vector<ReadState> read_states;   // serve once applied up to read_index
   std::vector<uint64_t> failed_reads;   // reads that will never be released
+  // Entries, a snapshot, a new term or a new vote: persist with fsync. A
+  // hard state whose only change is the commit index may be written without
+  // (etcd's MustSync): a commit index lost in a crash is learned again from
+  // the leader, and nothing was promised on it. Without this every commit
+  // cost each node a second fsync on the write path.
+  bool must_sync = false;
 
   bool empty() const {
     return !soft_state && !hard_state && !snapshot && entries.empty() &&

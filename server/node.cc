@@ -356,11 +356,12 @@ void Node::ProcessReady() {
     batch.hard_state = rd.hard_state;
     if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
     batch.entries = rd.entries;
+    batch.sync = rd.must_sync;
     if (batch.hard_state || batch.snapshot || !batch.entries.empty()) {
       const absl::Time persist_start = absl::Now();
       absl::Status persisted = storage_->Persist(batch);
       const absl::Duration persist_time = absl::Now() - persist_start;
-      metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(persist_time));
+      if (batch.sync) metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(persist_time));
       if (persist_time > options_.tick_interval && core_->role() != Role::kLeader) {
         // A follower stalled by its own disk must not time out its leader
         // for it (LogCabin #200): the stalled time does not count toward

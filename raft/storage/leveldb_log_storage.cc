@@ -409,7 +409,7 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
   }
   if (batch.hard_state) wb.Put(ToSlice(storage::kHardStateKey), EncodeHardState(*batch.hard_state));
 
-  if (absl::Status s = Commit(wb, options_.sync, "persist"); !s.ok()) return s;
+  if (absl::Status s = Commit(wb, options_.sync && batch.sync, "persist"); !s.ok()) return s;
 
   // Durable: now mirror it in memory.
   if (batch.snapshot) {

@@ -460,5 +460,39 @@ TEST(Contract, CrashAtEveryPointKeepsEveryPromise) {
   }
 }
 
+// Ready::must_sync: entries, a snapshot, a term or a vote need fsync before
+// the messages that promise them; a commit index alone does not (it is
+// learned again from the leader after a crash), which saves every node a
+// second fsync per write.
+TEST(Contract, OnlyCommitIndexChangesMayBeWrittenWithoutSync) {
+  auto f = TestNode::WithLog(1, Voters({1, 2, 3}), {1, 1, 2}, HardState{T(2), kNoNode, I(1)});
+  f->Drain();
+  auto next_ready = [&]() {
+    EXPECT_TRUE(f->raft().HasReady());
+    Ready rd = f->raft().GetReady();
+    PersistBatch batch;
+    batch.hard_state = rd.hard_state;
+    batch.entries = rd.entries;
+    EXPECT_TRUE(f->storage.Persist(batch).ok());
+    f->raft().Advance(rd);
+    return rd;
+  };
+  f->Step(AppendEntries(2, 1, 2, 3, 2, MakeEntries(I(4), {2}), 1));
+  EXPECT_TRUE(next_ready().must_sync);  // an entry
+  f->Step(Heartbeat(2, 1, 2, 4));
+  Ready commit_only = next_ready();
+  ASSERT_TRUE(commit_only.hard_state.has_value());
+  EXPECT_EQ(commit_only.hard_state->commit_index, I(4));
+  EXPECT_FALSE(commit_only.must_sync);
+  f->Step(Heartbeat(3, 1, 3, 4));  // a new term
+  EXPECT_TRUE(next_ready().must_sync);
+  f->Tick(kElection);  // the leader's stickiness runs out
+  f->Step(VoteRequest(2, 1, 4, 4, 2));
+  Ready vote = next_ready();
+  ASSERT_TRUE(vote.hard_state.has_value());
+  EXPECT_EQ(vote.hard_state->voted_for, N(2));
+  EXPECT_TRUE(vote.must_sync);
+}
+
 }  // namespace
 }  // namespace quorumkv::raft::testing

@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
       if (verbose) {
         std::lock_guard<std::mutex> lock(print_mu);
         std::printf("seed=%llu ok=%d events=%llu ops=%llu ok=%llu fail=%llu info=%llu crashes=%llu "
-                    "partitions=%llu conf=%llu transfers=%llu snapshots=%llu leaders=%llu committed=%llu "
+                    "commit_rollbacks=%llu partitions=%llu conf=%llu transfers=%llu snapshots=%llu leaders=%llu committed=%llu "
                     "recovery_ms=%lld lincheck=%s\n",
                     static_cast<unsigned long long>(o.seed), r.ok ? 1 : 0,
                     static_cast<unsigned long long>(r.stats.events),
@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(r.stats.ops_failed),
                     static_cast<unsigned long long>(r.stats.ops_info),
                     static_cast<unsigned long long>(r.stats.crashes),
+                    static_cast<unsigned long long>(r.stats.commit_rollbacks),
                     static_cast<unsigned long long>(r.stats.partitions),
                     static_cast<unsigned long long>(r.stats.conf_changes),
                     static_cast<unsigned long long>(r.stats.transfers),

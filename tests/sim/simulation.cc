@@ -156,6 +156,9 @@ struct SimNode {
   // The disk: the Raft log storage and the state machine's durable state,
   // which a crash keeps.
   raft::MemoryLogStorage storage;
+  // The commit index as of the last synced write: a crash rolls the stored
+  // one back to it (Ready::must_sync lets commit-only writes skip fsync).
+  Index synced_commit;
   KvMap kv;
   Index applied;
   Index snapshot_index;
@@ -335,6 +338,17 @@ void Simulation::CrashNode(SimNode& n) {
   n.alive = false;
   n.core.reset();
   n.ready_in_flight.reset();  // an unfinished persist is lost
+  // So is a commit index written without fsync since the last synced write.
+  raft::HardState hs = n.storage.hard_state();
+  if (hs.commit_index > n.synced_commit) {
+    Trace("n" + S(n.id) + " loses its unsynced commit index " + S(hs.commit_index) + " (back to " +
+          S(n.synced_commit) + ")");
+    hs.commit_index = n.synced_commit;
+    ++result_.stats.commit_rollbacks;
+    raft::PersistBatch rollback;
+    rollback.hard_state = hs;
+    (void)n.storage.Persist(rollback);
+  }
   n.paused = false;
   n.held.clear();
   ++n.incarnation;
@@ -444,6 +458,7 @@ void Simulation::FinishReady(SimNode& n) {
   batch.hard_state = rd.hard_state;
   if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
   batch.entries = rd.entries;
+  batch.sync = rd.must_sync;
   if (rd.hard_state || rd.snapshot || !rd.entries.empty()) {
     if (opts_.trace && batch.snapshot) Trace("n" + S(n.id) + " persists snapshot " + S(batch.snapshot->index));
     absl::Status s = n.storage.Persist(batch);
@@ -451,6 +466,8 @@ void Simulation::FinishReady(SimNode& n) {
       Fail("Persist", "node " + S(n.id) + ": " + s.ToString());
       return;
     }
+    // A synced write makes every earlier write durable (one log on disk).
+    if (batch.sync) n.synced_commit = n.storage.hard_state().commit_index;
     Check(checker_.OnPersist(n.id, batch, n.storage));
   }
   // 2. Install a received snapshot, then apply committed entries.
@@ -474,6 +491,9 @@ void Simulation::FinishReady(SimNode& n) {
   }
   for (const raft::Entry& e : rd.committed_entries) {
     Check(checker_.OnApply(n.id, e));
+    // After a crash lost an unsynced commit index, the core hands out again
+    // entries the state machine already holds; like kvserver's, it skips them.
+    if (e.index <= n.applied) continue;
     if (e.type == raft::EntryType::kNormal) ApplyCommand(e.data, n.kv);
     n.applied = e.index;
     auto it = n.pending_writes.find(e.index.value());

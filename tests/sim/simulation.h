@@ -58,6 +58,7 @@ struct SimStats {
   uint64_t ops_info = 0;
   uint64_t reads_ok = 0;
   uint64_t crashes = 0;
+  uint64_t commit_rollbacks = 0;  // crashes that lost an unsynced commit index
   uint64_t partitions = 0;
   uint64_t conf_changes = 0;
   uint64_t transfers = 0;
