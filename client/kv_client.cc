@@ -100,8 +100,6 @@ struct RetryPolicy {
   // retry takes a fresh read index on the server, PITFALLS "ReadIndex reused
   // on retry") and for writes (same client_id and sequence, applied once).
   bool retry_deadline_exceeded = true;
-  // Only membership changes retry FAILED_PRECONDITION; see RetryPolicyFor.
-  bool retry_failed_precondition = false;
   // Writes and cluster calls go to the leader when it is known; reads go to
   // the endpoint that answered last (any node serves them).
   bool prefer_leader = false;
@@ -120,15 +118,12 @@ enum class CallKind { kRead, kWrite, kMembershipChange, kTransfer, kTransferToAn
 //   machine applies them once (Raft thesis §6.3). A leadership transfer to
 //   "any" voter is the exception: it is not idempotent (a second transfer
 //   would move leadership again), so its timeout is returned.
-// - FAILED_PRECONDITION is returned at once for KV calls (a lost lease or a
-//   stale session sequence will not mend itself by retrying the same
-//   request) and for transfers (another transfer in progress: the operator
-//   decides). Membership changes retry it: their FAILED_PRECONDITION means
-//   the previous change is still in flight, the rejected change was not
-//   proposed (so resending cannot apply it twice), and the previous change
-//   commits within a round trip or so, which the back-off covers. Should the
-//   condition be permanent the cost is bounded by max_attempts and
-//   total_timeout, and the server's message is returned.
+// - FAILED_PRECONDITION is returned at once: a stale session sequence, a
+//   change that can never apply ("cannot remove the last voter"), another
+//   transfer in progress (the operator decides) will not mend themselves by
+//   retrying. A membership change refused only for now (the previous change
+//   still in flight, a new leader that has not committed in its term) comes
+//   back UNAVAILABLE and not proposed, and is retried like any UNAVAILABLE.
 // - Every other code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, ABORTED,
 //   DATA_LOSS, UNIMPLEMENTED, ...) is an answer, returned at once.
 RetryPolicy RetryPolicyFor(CallKind kind) {
@@ -142,7 +137,6 @@ RetryPolicy RetryPolicyFor(CallKind kind) {
       break;
     case CallKind::kMembershipChange:
       policy.prefer_leader = true;
-      policy.retry_failed_precondition = true;
       break;
     case CallKind::kTransferToAny:
       policy.prefer_leader = true;
@@ -162,8 +156,6 @@ bool IsRetryable(const grpc::Status& status, const RetryPolicy& policy) {
       return status.error_message().find("larger than max") == std::string::npos;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return policy.retry_deadline_exceeded;
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return policy.retry_failed_precondition;
     default:
       return false;
   }
@@ -476,12 +468,9 @@ class KvClient::Impl {
         leader_id_ = 0;
       }
     }
-    // Back-pressure and "membership change in flight" come from the leader
-    // (or through it): asking another node only adds a hop.
-    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-        code == grpc::StatusCode::FAILED_PRECONDITION) {
-      return {index, false};
-    }
+    // Back-pressure comes from the leader (or through it): asking another
+    // node only adds a hop.
+    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) return {index, false};
     if (leader_id_ != 0) {
       if (auto it = node_endpoint_.find(leader_id_);
           it != node_endpoint_.end() && it->second != index) {

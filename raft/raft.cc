@@ -804,15 +804,15 @@ absl::StatusOr<std::pair<Index, Term>> Raft::ProposeConfChange(const ConfChange&
   if (role_ != Role::kLeader) return absl::FailedPreconditionError("not the leader");
   if (cc.node_id == kNoNode) return absl::InvalidArgumentError("member id must be > 0");
   if (lead_transferee_ != kNoNode) {
-    return absl::FailedPreconditionError("leadership transfer in progress");
+    return absl::UnavailableError("leadership transfer in progress; retry");
   }
   // The single-server change bug (Ongaro, raft-dev 2015): a new leader must
   // commit an entry of its own term before it changes the configuration.
   if (!CommittedEntryInCurrentTerm()) {
-    return absl::FailedPreconditionError("leader has not yet committed an entry of its term; retry");
+    return absl::UnavailableError("leader has not yet committed an entry of its term; retry");
   }
   if (HasPendingConfChange()) {
-    return absl::FailedPreconditionError("another membership change is in flight; retry when it commits");
+    return absl::UnavailableError("another membership change is in flight; retry when it commits");
   }
   switch (cc.type) {
     case ConfChangeType::kAddLearner:
@@ -836,7 +836,7 @@ absl::StatusOr<std::pair<Index, Term>> Raft::ProposeConfChange(const ConfChange&
       break;
   }
   if (!QuorumRecentlyActive(config_.lease_ticks())) {
-    return absl::FailedPreconditionError("leader has lost contact with a quorum");
+    return absl::UnavailableError("leader has lost contact with a quorum; retry");
   }
   Entry e{log_.LastIndex() + 1, term_, EntryType::kConfChange, cc.Encode()};
   const Index index = e.index;

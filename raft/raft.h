@@ -131,6 +131,12 @@ class Raft {
 
   // Leader only. One single-server change at a time (thesis §4.1), and only
   // after the leader has committed an entry of its term.
+  // UNAVAILABLE: refused for now, the same change may succeed shortly
+  // (another change in flight, no entry of the leader's term committed yet,
+  // a transfer in progress, quorum contact lost). FAILED_PRECONDITION: not
+  // the leader, or the change can never apply here (removing the last
+  // voter, promoting a node that is not a learner). ALREADY_EXISTS,
+  // NOT_FOUND, INVALID_ARGUMENT: as named.
   absl::StatusOr<std::pair<Index, Term>> ProposeConfChange(const ConfChange& change);
 
   // Asks for a read index. On a follower the request is forwarded to the

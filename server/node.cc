@@ -945,7 +945,10 @@ void Node::ChangeMembership(raft::ConfChange change, absl::Time deadline,
         }
         auto proposed = core_->ProposeConfChange(change);
         if (!proposed.ok()) {
-          (*shared_done)(proposed.status());
+          // UNAVAILABLE for a refusal that passes (another change in
+          // flight...), FAILED_PRECONDITION for one that does not: the
+          // client retries only the first.
+          (*shared_done)(NotProposed(proposed.status()));
           return;
         }
         PendingOp op;

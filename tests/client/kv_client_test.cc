@@ -462,8 +462,8 @@ TEST_F(KvClientTest, ForgetsALeaderWhoseEndpointFails) {
 TEST_F(KvClientTest, MembershipChangeRetriesAChangeInFlight) {
   ASSERT_NO_FATAL_FAILURE(StartNodes(1));
   node(1).AddFault(Fault{.method = "AddMember",
-                         .code = absl::StatusCode::kFailedPrecondition,
-                         .message = "a membership change is in flight"});
+                         .code = absl::StatusCode::kUnavailable,
+                         .message = "another membership change is in flight; retry when it commits"});
   auto client = NewClient(Options(Endpoints({1})));
   auto members = client->AddMember(4, "127.0.0.1:7004", "127.0.0.1:9004", false);
   ASSERT_TRUE(members.ok()) << members.status();
@@ -471,6 +471,22 @@ TEST_F(KvClientTest, MembershipChangeRetriesAChangeInFlight) {
   EXPECT_EQ(node(1).CallCount("AddMember"), 2);
   EXPECT_EQ(members->back().role(), v1::LEARNER);
   EXPECT_EQ(members->back().client_address(), "127.0.0.1:9004");
+}
+
+// A change that can never apply is answered at once, not retried until the
+// deadline (it used to be, when "in flight" shared its code).
+TEST_F(KvClientTest, MembershipChangeRefusedForGoodIsNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(StartNodes(1));
+  node(1).AddFault(Fault{.method = "RemoveMember",
+                         .code = absl::StatusCode::kFailedPrecondition,
+                         .message = "cannot remove the last voter"});
+  auto client = NewClient(Options(Endpoints({1})));
+  const absl::Time start = absl::Now();
+  auto r = client->RemoveMember(1);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("cannot remove the last voter"), std::string::npos) << r.status();
+  EXPECT_EQ(node(1).CallCount("RemoveMember"), 1);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // not the total timeout
 }
 
 TEST_F(KvClientTest, MembershipChangesAndTheirAnswers) {

@@ -681,8 +681,9 @@ class Harness {
       case 12: {
         auto r = core_->ProposeConfChange(GenConfChange());
         CheckCode(r.status(), {absl::StatusCode::kOk, absl::StatusCode::kFailedPrecondition,
-                               absl::StatusCode::kInvalidArgument, absl::StatusCode::kAlreadyExists,
-                               absl::StatusCode::kNotFound}, "ProposeConfChange");
+                               absl::StatusCode::kUnavailable, absl::StatusCode::kInvalidArgument,
+                               absl::StatusCode::kAlreadyExists, absl::StatusCode::kNotFound},
+                  "ProposeConfChange");
         break;
       }
       case 13: {
