@@ -67,6 +67,13 @@ struct Message {
   std::string DebugString() const;
 };
 
+// A success AppendEntriesResponse (not a heartbeat's) or
+// InstallSnapshotResponse: the sender holds the entries up to match_index.
+inline bool AcknowledgesEntries(const Message& m) {
+  return m.success && ((m.type == MessageType::kAppendEntriesResponse && !m.heartbeat) ||
+                       m.type == MessageType::kInstallSnapshotResponse);
+}
+
 // Terms and indexes at or above this are refused in peer messages: no
 // cluster reaches them (2^62 one-millisecond terms take 146 million years),
 // and accepting one lets a faulty peer make `term + 1` or `index + n` wrap.

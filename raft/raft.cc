@@ -480,9 +480,7 @@ absl::Status Raft::CheckPeerClaims(const Message& m) const {
                                       Str(m.leader_commit) + ", beyond this node's last index " +
                                       Str(log_.LastIndex()));
   }
-  const bool acknowledges = (m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
-                            (m.type == MessageType::kInstallSnapshotResponse && m.success);
-  if (acknowledges && role_ == Role::kLeader && m.term == term_ && m.match_index > log_.LastIndex()) {
+  if (AcknowledgesEntries(m) && role_ == Role::kLeader && m.term == term_ && m.match_index > log_.LastIndex()) {
     return absl::InvalidArgumentError("node " + Str(m.from) + " acknowledges index " + Str(m.match_index) +
                                       ", beyond the leader's last index " + Str(log_.LastIndex()));
   }
@@ -574,11 +572,7 @@ void Raft::HandleSnapshot(const Message& m) {
 // later term (GetReady drops messages of older terms anyway); this covers
 // any leader.
 void Raft::ForgetAcknowledgementsFrom(Index first_gone) {
-  std::erase_if(msgs_, [first_gone](const Message& q) {
-    const bool acknowledges = (q.type == MessageType::kAppendEntriesResponse && q.success && !q.heartbeat) ||
-                              (q.type == MessageType::kInstallSnapshotResponse && q.success);
-    return acknowledges && q.match_index >= first_gone;
-  });
+  std::erase_if(msgs_, [first_gone](const Message& q) { return AcknowledgesEntries(q) && q.match_index >= first_gone; });
 }
 
 // ---------------------------------------------------------------------------

@@ -22,6 +22,10 @@ absl::Status UnavailableWithLeader(const std::string& what, uint64_t leader) {
                                             : what + "; the leader is node " + std::to_string(leader));
 }
 
+absl::Status TooManyPendingError() {
+  return NotProposed(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry"));
+}
+
 }  // namespace
 
 // One client call waiting on the node thread.
@@ -735,7 +739,7 @@ void Node::Write(kv::Command command, absl::Time deadline,
     return;
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
-    done(NotProposed(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry")));
+    done(TooManyPendingError());
     return;
   }
   ++pending_requests_;
@@ -835,7 +839,7 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
     return;
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
-    done(NotProposed(absl::ResourceExhaustedError("too many pending requests on this node; back off and retry")));
+    done(TooManyPendingError());
     return;
   }
   ++pending_requests_;

@@ -301,17 +301,17 @@ absl::StatusOr<SnapshotChunkHeader> DecodeSnapshotChunkHeader(
   if (!in.has_meta()) return Invalid("snapshot chunk without meta");
   if (in.meta().index() == 0) return Invalid("snapshot chunk whose meta has index 0");
   if (in.meta().term() == 0) return Invalid("snapshot chunk whose meta has term 0");
-  if (in.term() >= raft::kMaxPeerTermOrIndex || in.meta().index() >= raft::kMaxPeerTermOrIndex ||
-      in.meta().term() >= raft::kMaxPeerTermOrIndex) {
-    return Invalid("snapshot chunk with a term or index beyond any reachable one");
-  }
-  if (in.meta().term() > in.term()) return Invalid("snapshot chunk whose meta term is above its term");
   absl::StatusOr<raft::SnapshotMeta> meta = DecodeSnapshotMeta(in.meta());
   if (!meta.ok()) return meta.status();
   SnapshotChunkHeader header;
   header.leader = raft::NodeId(in.leader_id());
   header.term = raft::Term(in.term());
   header.meta = *std::move(meta);
+  // Refused before any chunk is received, by the checks Raft::Step makes
+  // on the message the header becomes.
+  if (absl::Status s = raft::ValidatePeerMessage(MakeInstallSnapshotMessage(raft::kNoNode, header)); !s.ok()) {
+    return s;
+  }
   return header;
 }
 

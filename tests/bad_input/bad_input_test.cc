@@ -51,7 +51,6 @@
 #include "leveldb/db.h"
 #include "leveldb/options.h"
 #include "raft.grpc.pb.h"
-#include "raft/storage/format.h"
 #include "tests/integration/process_cluster.h"
 
 namespace quorumkv::testing {
@@ -983,19 +982,9 @@ TEST_F(DataDir, TruncatedRaftLogFile) {
 TEST_F(DataDir, CorruptedLogEntry) {
   auto c = StoppedNodeWithData(10);
   ASSERT_NE(c, nullptr);
-  {
-    // Flip one byte of entry 5's value (its data, under the CRC).
-    leveldb::DB* db = nullptr;
-    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), c->node(1).data_dir + "/raft", &db).ok());
-    const std::string key = raft::storage::EntryKey(raft::Index(5));
-    std::string value;
-    ASSERT_TRUE(db->Get(leveldb::ReadOptions(), key, &value).ok());
-    value[value.size() - 1] ^= 0x5a;
-    leveldb::WriteOptions w;
-    w.sync = true;
-    ASSERT_TRUE(db->Put(w, key, value).ok());
-    delete db;
-  }
+  // Flip one byte of entry 5's value (its data, under the CRC).
+  absl::Status corrupted = CorruptLogEntry(c->node(1).data_dir, 5);
+  ASSERT_TRUE(corrupted.ok()) << corrupted;
   ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "entry 5", "failed its checksum"});
 }
 

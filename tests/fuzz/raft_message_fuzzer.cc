@@ -567,9 +567,7 @@ class Harness {
         m.leader_commit > core_->last_index()) {
       return true;
     }
-    const bool acknowledges = (m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
-                              (m.type == MessageType::kInstallSnapshotResponse && m.success);
-    return acknowledges && core_->role() == Role::kLeader && m.term == core_->term() &&
+    return AcknowledgesEntries(m) && core_->role() == Role::kLeader && m.term == core_->term() &&
            m.match_index > core_->last_index();
   }
 
@@ -845,8 +843,7 @@ class Harness {
         FUZZ_CHECK(hs.current_term > m.term || (hs.current_term == m.term && hs.voted_for == kSelf),
                    "campaign before its self-vote is durable: %s", m.DebugString().c_str());
       }
-      if ((m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
-          (m.type == MessageType::kInstallSnapshotResponse && m.success)) {
+      if (AcknowledgesEntries(m)) {
         FUZZ_CHECK(disk.LastIndex() >= m.match_index, "acknowledges entries it has not persisted: %s",
                    m.DebugString().c_str());
       }
@@ -864,8 +861,7 @@ class Harness {
 
   // What the rest of the world learns from a message this node sent.
   void Sent(const Message& m) {
-    if ((m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
-        (m.type == MessageType::kInstallSnapshotResponse && m.success)) {
+    if (AcknowledgesEntries(m)) {
       uint64_t& a = acked_[{m.to.value(), m.term.value()}];
       a = std::max(a, m.match_index.value());
     }

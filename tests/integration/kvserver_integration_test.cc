@@ -7,9 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "grpcpp/grpcpp.h"
-#include "leveldb/db.h"
 #include "kv.grpc.pb.h"
-#include "raft/storage/format.h"
 #include "tests/integration/process_cluster.h"
 
 namespace quorumkv::testing {
@@ -233,20 +231,9 @@ TEST_F(IntegrationTest, CorruptedLogEntryIsDetectedAtStart) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(c->Put("c" + std::to_string(i), "x").ok());
   const uint64_t victim = *leader_ == 3 ? 2 : 3;
   cluster_->Terminate(victim);
-  {
-    // Flip a byte in the value of entry 5 of the victim's Raft log.
-    leveldb::DB* db = nullptr;
-    leveldb::Options o;
-    ASSERT_TRUE(leveldb::DB::Open(o, cluster_->node(victim).data_dir + "/raft", &db).ok());
-    const std::string key = raft::storage::EntryKey(raft::Index(5));
-    std::string value;
-    ASSERT_TRUE(db->Get(leveldb::ReadOptions(), key, &value).ok());
-    value[value.size() - 1] ^= 0x5a;
-    leveldb::WriteOptions w;
-    w.sync = true;
-    ASSERT_TRUE(db->Put(w, key, value).ok());
-    delete db;
-  }
+  // Flip a byte in the value of entry 5 of the victim's Raft log.
+  absl::Status corrupted = CorruptLogEntry(cluster_->node(victim).data_dir, 5);
+  ASSERT_TRUE(corrupted.ok()) << corrupted;
   ASSERT_TRUE(cluster_->Restart(victim));
   auto code = cluster_->WaitExit(victim, absl::Seconds(10));
   ASSERT_TRUE(code.has_value()) << "a node with a corrupted log must refuse to start";

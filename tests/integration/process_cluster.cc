@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "absl/strings/str_join.h"
+#include "leveldb/db.h"
+#include "raft/storage/format.h"
 
 namespace quorumkv::testing {
 
@@ -293,6 +295,23 @@ std::string ProcessCluster::LogTail(uint64_t id, int lines) const {
   std::string out = "--- node " + std::to_string(id) + " log tail ---\n";
   for (const std::string& l : tail) out += l + "\n";
   return out;
+}
+
+absl::Status CorruptLogEntry(const std::string& data_dir, uint64_t index) {
+  leveldb::DB* raw = nullptr;
+  leveldb::Status s = leveldb::DB::Open(leveldb::Options(), data_dir + "/raft", &raw);
+  if (!s.ok()) return absl::InternalError("opening the raft log: " + s.ToString());
+  std::unique_ptr<leveldb::DB> db(raw);
+  const std::string key = raft::storage::EntryKey(raft::Index(index));
+  std::string value;
+  s = db->Get(leveldb::ReadOptions(), key, &value);
+  if (!s.ok() || value.empty()) return absl::NotFoundError("entry " + std::to_string(index) + ": " + s.ToString());
+  value[value.size() - 1] ^= 0x5a;
+  leveldb::WriteOptions w;
+  w.sync = true;
+  s = db->Put(w, key, value);
+  if (!s.ok()) return absl::InternalError("rewriting entry " + std::to_string(index) + ": " + s.ToString());
+  return absl::OkStatus();
 }
 
 }  // namespace quorumkv::testing

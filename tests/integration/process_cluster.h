@@ -95,4 +95,9 @@ class ProcessCluster {
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
 
+// Flips the last byte of the stored record of entry `index` in the Raft log
+// of a stopped node's data dir, rewritten through LevelDB so that only
+// quorumkv's own CRC can notice.
+absl::Status CorruptLogEntry(const std::string& data_dir, uint64_t index);
+
 }  // namespace quorumkv::testing

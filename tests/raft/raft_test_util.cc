@@ -226,8 +226,7 @@ void TestNode::CheckReadyAgainstContract(const Ready& rd) {
       EXPECT_EQ(hs.current_term, m.term) << "campaign before its term is durable";
       EXPECT_EQ(hs.voted_for, id()) << "campaign before the self-vote is durable";
     }
-    if ((m.type == MessageType::kAppendEntriesResponse && m.success && !m.heartbeat) ||
-        (m.type == MessageType::kInstallSnapshotResponse && m.success)) {
+    if (AcknowledgesEntries(m)) {
       EXPECT_GE(storage.LastIndex(), m.match_index)
           << "node " << id() << " acknowledges entries it has not persisted: " << m.DebugString();
     }
