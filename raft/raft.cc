@@ -729,9 +729,16 @@ void Raft::BroadcastHeartbeat() {
   OnReadRoundAcked();  // a single-voter cluster acks its own round
 }
 
+// Reads that arrive while a round is unanswered wait for the next one,
+// sent once a quorum acks the current one: a busy leader sends a round per
+// round trip rather than one per batch of reads (etcd's linearizable read
+// loop does the same). A lost round delays them to the next heartbeat tick,
+// which starts a round anyway.
+bool Raft::ReadRoundDue() const { return read_round_requested_ && quorum_acked_round_ >= read_round_; }
+
 void Raft::FlushLeaderMessages() {
   if (role_ != Role::kLeader) return;
-  if (read_round_requested_) BroadcastHeartbeat();
+  if (ReadRoundDue()) BroadcastHeartbeat();
   if (append_pending_ || commit_broadcast_pending_) {
     for (auto& [peer, pr] : progress_) FlushAppendTo(peer, commit_broadcast_pending_);
   }
@@ -1177,7 +1184,7 @@ void Raft::Send(Message m) {
 }
 
 bool Raft::HasReady() const {
-  if (role_ == Role::kLeader && (append_pending_ || commit_broadcast_pending_ || read_round_requested_)) {
+  if (role_ == Role::kLeader && (append_pending_ || commit_broadcast_pending_ || ReadRoundDue())) {
     return true;
   }
   if (SoftState{leader_, role_} != prev_soft_) return true;

@@ -219,6 +219,7 @@ class Raft {
   bool MaybeCommit();
   void AppendToLeaderLog(std::vector<Entry> entries);
   void OnReadRoundAcked();
+  bool ReadRoundDue() const;
   void AddRead(const PendingRead& read, ReadMode mode);
   void ReleaseRead(const PendingRead& read);
   void FlushLeaderMessages();
@@ -297,7 +298,7 @@ class Raft {
   uint64_t quorum_acked_round_ = 0;
   int64_t lease_start_tick_ = -1;  // send tick of quorum_acked_round_
   ReadIndexQueue read_queue_;
-  bool read_round_requested_ = false;
+  bool read_round_requested_ = false;  // reads wait for a round not yet sent
   NodeId lead_transferee_ = kNoNode;
   int transfer_elapsed_ = 0;
 

@@ -1,6 +1,7 @@
 #include "server/peer_transport.h"
 
 #include <grpcpp/grpcpp.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -318,7 +319,12 @@ class PeerTransport::Peer {
 
   const std::string& address() const { return address_; }
 
-  void Start() { sender_ = std::thread([this] { SenderLoop(); }); }
+  void Start() {
+    sender_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "peer-sender");
+      SenderLoop();
+    });
+  }
 
   void Enqueue(std::vector<raft::Message> messages) {
     bool wake = false;

@@ -97,15 +97,71 @@ TEST(ReadIndex, Etcd20418_RoundSentBeforeTheReadDoesNotReleaseIt) {
   ASSERT_EQ(earlier.size(), 2u);
   ASSERT_TRUE(net.raft(1).ReadIndex(7, ReadMode::kReadIndex).ok());
   net.Drain(1);
-  std::vector<Message> later = Heartbeats(net.Take([](const Message&) { return true; }));
+  EXPECT_TRUE(Heartbeats(net.Take([](const Message&) { return true; })).empty())
+      << "the read waits for R's answers before its own round goes out";
+  // R and its answers, holding back what the leader sends next.
+  for (const Message& hb : earlier) net.Send(hb);
+  std::vector<Message> later;
+  while (net.DeliverOne()) {
+    const uint64_t r = earlier[0].read_round;
+    for (const Message& hb : Heartbeats(net.Take([r](const Message& m) { return m.read_round > r; }))) {
+      later.push_back(hb);
+    }
+  }
+  EXPECT_TRUE(net.node(1).read_states.empty()) << "released by a round sent before the read arrived";
   ASSERT_EQ(later.size(), 2u);
   ASSERT_GT(later[0].read_round, earlier[0].read_round);
-  for (const Message& hb : earlier) net.Send(hb);
-  net.Deliver();
-  EXPECT_TRUE(net.node(1).read_states.empty()) << "released by a round sent before the read arrived";
   for (const Message& hb : later) net.Send(hb);
   net.Deliver();
   EXPECT_EQ(net.node(1).read_states.size(), 1u);
+}
+
+// Reads that arrive while a round is unanswered share the next round: a
+// busy leader sends one round per round trip, not one per batch of reads.
+TEST(ReadIndex, ReadsArrivingDuringARoundShareTheNextRound) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> first = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(first.size(), 2u);
+  for (uint64_t id = 2; id <= 4; ++id) {
+    ASSERT_TRUE(leader.ReadIndex(id, ReadMode::kReadIndex).ok());
+    net.Drain(1);
+    EXPECT_TRUE(Heartbeats(net.Take([](const Message&) { return true; })).empty()) << "read " << id;
+  }
+  for (const Message& hb : first) net.Send(hb);
+  std::vector<Message> second;
+  while (net.DeliverOne()) {
+    const uint64_t r = first[0].read_round;
+    for (const Message& hb : Heartbeats(net.Take([r](const Message& m) { return m.read_round > r; }))) {
+      second.push_back(hb);
+    }
+  }
+  ASSERT_EQ(net.node(1).read_states.size(), 1u);
+  EXPECT_EQ(net.node(1).read_states[0].read_id, 1u);
+  ASSERT_EQ(second.size(), 2u) << "one round for the three waiting reads";
+  for (const Message& hb : second) net.Send(hb);
+  net.Deliver();
+  EXPECT_EQ(net.node(1).read_states.size(), 4u);
+}
+
+// A round whose answers are lost does not hold the reads waiting behind it
+// for ever: the next heartbeat tick sends a round that releases them.
+TEST(ReadIndex, LostRoundDelaysWaitingReadsOnlyToTheNextHeartbeat) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  ASSERT_EQ(Heartbeats(net.Take([](const Message&) { return true; })).size(), 2u);  // lost
+  ASSERT_TRUE(leader.ReadIndex(2, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  net.Deliver();
+  EXPECT_TRUE(net.node(1).read_states.empty());
+  net.TickAll(1);  // the test config's heartbeat interval is one tick
+  EXPECT_EQ(net.node(1).read_states.size(), 2u);
 }
 
 // etcd #20418: every read — a retry of the same read too — takes a fresh
