@@ -281,6 +281,7 @@ int main(int argc, char** argv) {
   health.join();
   client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   (*node)->Stop();
+  transport->StopServingStreams();
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   transport.reset();
   exposer.reset();

@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -63,7 +64,6 @@ PeerTransportOptions Sanitized(PeerTransportOptions o) {
   o.max_queued_messages_per_peer = std::max<size_t>(o.max_queued_messages_per_peer, 1);
   o.max_message_bytes = std::clamp<size_t>(o.max_message_bytes, 64 << 10, INT_MAX);
   o.max_batch_bytes = std::clamp<size_t>(o.max_batch_bytes, 1, o.max_message_bytes);
-  o.max_inflight_batches_per_peer = std::max(o.max_inflight_batches_per_peer, 1);
   if (o.rpc_timeout <= absl::ZeroDuration()) o.rpc_timeout = absl::Seconds(2);
   if (o.reconnect_backoff_min <= absl::ZeroDuration()) o.reconnect_backoff_min = absl::Milliseconds(1);
   o.reconnect_backoff_max = std::max(o.reconnect_backoff_max, o.reconnect_backoff_min);
@@ -210,9 +210,6 @@ absl::Status PeerTransportOptions::Validate() const {
   if (max_batch_bytes > max_message_bytes) {
     return absl::InvalidArgumentError("peer transport: max_batch_bytes exceeds max_message_bytes");
   }
-  if (max_inflight_batches_per_peer < 1) {
-    return absl::InvalidArgumentError("peer transport: max_inflight_batches_per_peer must be >= 1");
-  }
   if (rpc_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("peer transport: rpc_timeout must be positive");
   }
@@ -279,8 +276,8 @@ class PeerTransport::CallbackRunner {
 // Lifetime: created and started by UpsertPeer; Stop() (never blocking) when
 // removed or replaced; then Finished() once its threads have exited and no
 // call is in flight, and only then destroyed (after Join()). gRPC callbacks
-// hold a raw pointer: every call is counted (inflight_sends_,
-// inflight_forwards_) and the peer outlives the count.
+// hold a raw pointer: every call is counted (streams_, inflight_forwards_)
+// and the peer outlives the count.
 
 class PeerTransport::Peer {
  public:
@@ -367,14 +364,14 @@ class PeerTransport::Peer {
     PumpSendsLocked(lock);
   }
 
-  // Stops sending and cancels the Send RPCs and the snapshot stream in
+  // Stops sending and cancels the streams and the snapshot stream in
   // flight (and, if asked, the forwarded writes). Never blocks.
   void Stop(bool cancel_forwards) {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     // Client callbacks never run inline in TryCancel (gRPC schedules them
     // on its own threads), so cancelling under our lock cannot deadlock.
-    for (SendCall* call : send_calls_) call->ctx.TryCancel();
+    for (BatchStream* stream : streams_) stream->ctx.TryCancel();
     if (snapshot_writer_ != nullptr) snapshot_writer_->ctx.TryCancel();
     if (cancel_forwards) {
       for (ForwardCall* call : forward_calls_) call->ctx.TryCancel();
@@ -436,11 +433,29 @@ class PeerTransport::Peer {
   }
 
  private:
-  struct SendCall {
+  // One SendStream. The fields below ctx are guarded by the peer's mu_.
+  // The stream holds a hold (so gRPC calls OnDone only after it is
+  // released) until no write will follow: then MaybeReleaseLocked gives it
+  // up, outside mu_, since OnDone may run inside RemoveHold.
+  class BatchStream final : public grpc::ClientBidiReactor<raftpb::MessageBatch, raftpb::SendAck> {
+   public:
+    explicit BatchStream(Peer* peer) : peer_(peer) {}
+    void OnWriteDone(bool ok) override { peer_->OnStreamWriteDone(this, ok); }
+    // The receiver never writes: the read ends when the stream does.
+    void OnReadDone(bool /*ok*/) override { peer_->OnStreamEnded(this); }
+    void OnDone(const grpc::Status& /*status*/) override { peer_->OnStreamDone(this); }
+
     grpc::ClientContext ctx;
-    raftpb::MessageBatch request;
-    raftpb::SendAck response;
-    size_t messages = 0;
+    raftpb::MessageBatch batch;  // the write in flight
+    raftpb::SendAck ack;         // the read that waits for the end
+    size_t messages = 0;         // in `batch`
+    bool writing = false;        // a write is in flight
+    bool failed = false;         // ended, failed or cancelled: no more writes
+    bool released = false;       // the hold is given up
+    bool cancelled_for_hang = false;
+
+   private:
+    Peer* const peer_;
   };
   struct ForwardCall {
     grpc::ClientContext ctx;
@@ -477,15 +492,31 @@ class PeerTransport::Peer {
         lock.lock();
         continue;
       }
-      if (!backing_off && !queue_.empty() &&
-          inflight_sends_ < options_.max_inflight_batches_per_peer) {
+      if (!backing_off && !queue_.empty() && (stream_ == nullptr || !stream_->writing)) {
         PumpSendsLocked(lock);  // after a back-off
         continue;
       }
+      // A write pending for rpc_timeout: the peer hangs (or its connection
+      // does). Ending the stream reports it and drops what waits for it.
+      Clock::time_point wake_at = Clock::time_point::max();
+      if (stream_ != nullptr && stream_->writing && !stream_->cancelled_for_hang) {
+        const Clock::time_point hang_at = write_started_ + ToClock(options_.rpc_timeout);
+        if (now >= hang_at) {
+          stream_->cancelled_for_hang = true;
+          stream_->ctx.TryCancel();
+          continue;
+        }
+        wake_at = hang_at;
+      }
       if (backing_off && (snapshot_request_.has_value() || !queue_.empty())) {
-        cv_.wait_until(lock, retry_at_);
-      } else {
+        wake_at = std::min(wake_at, retry_at_);
+      }
+      if (wake_at == Clock::time_point::max()) {
+        sender_idle_ = true;  // the next write wakes it, to watch that write
         cv_.wait(lock);
+        sender_idle_ = false;
+      } else {
+        cv_.wait_until(lock, wake_at);
       }
     }
     // Stopping. A snapshot request that never started is answered now, so
@@ -498,27 +529,127 @@ class PeerTransport::Peer {
     if (unanswered_snapshot) handler_->OnSnapshotStatus(id_, false);
     if (snapshot_thread_.joinable()) snapshot_thread_.join();
     lock.lock();
-    cv_.wait(lock, [&] { return inflight_sends_ == 0; });
+    cv_.wait(lock, [&] { return live_streams_ == 0; });
     sender_exited_ = true;
     cv_.notify_all();
   }
 
-  // Issues Send RPCs for what is queued while the pipeline has room and no
-  // back-off runs, on the calling thread: the node's loop when it enqueues,
-  // a gRPC thread when a send completes. Waking the sender thread for each
-  // batch instead cost two more thread hand-offs per batch and peer, the
-  // main cost of a replication round on two cores (bench/RESULTS.md).
+  // Writes what is queued as the next batch of the peer's stream (opening
+  // one if needed) unless a write is in flight or a back-off runs, on the
+  // calling thread: the node's loop when it enqueues, a gRPC thread when a
+  // write completes. Waking the sender thread for each batch instead cost
+  // two more thread hand-offs per batch and peer (bench/RESULTS.md).
   void PumpSendsLocked(std::unique_lock<std::mutex>& lock) {
-    while (!stopping_ && !queue_.empty() && inflight_sends_ < options_.max_inflight_batches_per_peer &&
-           Clock::now() >= retry_at_) {
-      std::vector<raft::Message> batch = TakeBatchLocked();
-      auto* call = new SendCall;
-      send_calls_.insert(call);
-      ++inflight_sends_;
-      lock.unlock();
-      IssueSend(call, batch);
-      lock.lock();
+    if (stopping_ || queue_.empty() || Clock::now() < retry_at_) return;
+    if (stream_ != nullptr && stream_->writing) return;  // OnStreamWriteDone pumps
+    const bool open = stream_ == nullptr;
+    if (open) {
+      stream_ = new BatchStream(this);
+      streams_.insert(stream_);
+      ++live_streams_;
+      ++stats_.streams_opened;
     }
+    BatchStream* stream = stream_;
+    std::vector<raft::Message> batch = TakeBatchLocked();
+    stream->batch.Clear();
+    stream->batch.mutable_messages()->Reserve(static_cast<int>(batch.size()));
+    for (const raft::Message& m : batch) {
+      // Cannot fail: kInstallSnapshot never enters the queue.
+      (void)EncodeMessage(m, options_.cluster_id, stream->batch.add_messages());
+    }
+    stream->messages = batch.size();
+    stream->writing = true;  // keeps the hold (and the stream) until OnWriteDone
+    write_started_ = Clock::now();
+    if (sender_idle_) cv_.notify_all();
+    lock.unlock();
+    if (open) {
+      stub_->async()->SendStream(&stream->ctx, stream);
+      stream->AddHold();
+      stream->StartRead(&stream->ack);
+      stream->StartWrite(&stream->batch);
+      stream->StartCall();
+    } else {
+      stream->StartWrite(&stream->batch);
+    }
+    lock.lock();
+  }
+
+  // The stream takes no more writes: what is queued is dropped (stale by
+  // the time the peer answers again; Raft retransmits), the peer reported
+  // unreachable, and the next stream waits for a back-off.
+  void FailStreamLocked(BatchStream* stream) {
+    if (stream->failed) return;
+    stream->failed = true;
+    if (stream_ == stream) stream_ = nullptr;
+    if (stopping_) return;
+    ++stats_.rpc_failures;
+    stats_.dropped_failed += queue_.size();
+    queue_.clear();
+    report_unreachable_ = true;
+    const Clock::time_point now = Clock::now();
+    if (now >= retry_at_) {
+      backoff_ = backoff_ == Clock::duration::zero()
+                     ? ToClock(options_.reconnect_backoff_min)
+                     : std::min(backoff_ * 2, ToClock(options_.reconnect_backoff_max));
+      // Jitter in [backoff/2, backoff]: peers that lost the same node do
+      // not retry in lockstep.
+      std::uniform_real_distribution<double> jitter(0.5, 1.0);
+      retry_at_ = now + std::chrono::duration_cast<Clock::duration>(backoff_ * jitter(rng_));
+    }
+    cv_.notify_all();
+  }
+
+  // True when the caller must give up the stream's hold (outside mu_).
+  bool MaybeReleaseLocked(BatchStream* stream) {
+    if (stream->released || stream->writing || !(stream->failed || stopping_)) return false;
+    stream->released = true;
+    if (stream_ == stream) stream_ = nullptr;
+    return true;
+  }
+
+  // On a gRPC thread.
+  void OnStreamWriteDone(BatchStream* stream, bool ok) {
+    std::unique_lock<std::mutex> lock(mu_);
+    stream->writing = false;
+    overflow_reported_ = false;  // news from the peer: a new overflow is news too
+    if (ok) {
+      ++stats_.batches_sent;
+      stats_.messages_sent += stream->messages;
+      backoff_ = Clock::duration::zero();
+    } else {
+      stats_.dropped_failed += stream->messages;
+      FailStreamLocked(stream);
+    }
+    if (stream_ == stream) PumpSendsLocked(lock);
+    // The sender thread only needs to hear of a stop (it waits for the
+    // streams to end) or of a snapshot that waits for it.
+    if (stopping_ || snapshot_request_.has_value()) cv_.notify_all();
+    const bool release = MaybeReleaseLocked(stream);
+    lock.unlock();
+    if (release) stream->RemoveHold();
+  }
+
+  // On a gRPC thread: the receiver ended the stream, or it broke.
+  void OnStreamEnded(BatchStream* stream) {
+    std::unique_lock<std::mutex> lock(mu_);
+    FailStreamLocked(stream);
+    const bool release = MaybeReleaseLocked(stream);
+    lock.unlock();
+    if (release) stream->RemoveHold();
+  }
+
+  // On a gRPC thread: the stream's last reaction.
+  void OnStreamDone(BatchStream* stream) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      streams_.erase(stream);  // Stop() no longer cancels it
+    }
+    // Deleted while still counted, so the channel its context refers to
+    // (owned by this peer) is alive.
+    delete stream;
+    std::lock_guard<std::mutex> lock(mu_);
+    --live_streams_;
+    cv_.notify_all();
   }
 
   // Everything queued, up to max_batch_bytes (at least one message, so a
@@ -534,64 +665,6 @@ class PeerTransport::Peer {
       queue_.pop_front();
     }
     return batch;
-  }
-
-  void IssueSend(SendCall* call, const std::vector<raft::Message>& batch) {
-    call->messages = batch.size();
-    call->request.mutable_messages()->Reserve(static_cast<int>(batch.size()));
-    for (const raft::Message& m : batch) {
-      // Cannot fail: kInstallSnapshot never enters the queue.
-      (void)EncodeMessage(m, options_.cluster_id, call->request.add_messages());
-    }
-    call->ctx.set_deadline(DeadlineAfter(options_.rpc_timeout));
-    stub_->async()->Send(&call->ctx, &call->request, &call->response,
-                         [this, call](grpc::Status status) { OnSendDone(call, status); });
-  }
-
-  // On a gRPC thread.
-  void OnSendDone(SendCall* call, const grpc::Status& status) {
-    const bool ok = status.ok();
-    const size_t messages = call->messages;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      send_calls_.erase(call);  // from now on Stop() will not touch it
-    }
-    // Deleted while still counted in flight, so the channel it refers to
-    // (owned by this peer) is alive.
-    delete call;
-    std::unique_lock<std::mutex> lock(mu_);
-    --inflight_sends_;
-    overflow_reported_ = false;  // news from the peer: a new overflow is news too
-    if (ok) {
-      ++stats_.batches_sent;
-      stats_.messages_sent += messages;
-      backoff_ = Clock::duration::zero();
-    } else {
-      ++stats_.rpc_failures;
-      stats_.dropped_failed += messages + queue_.size();
-      // What is still queued would be stale by the time the peer answers
-      // again, and Raft retransmits what matters.
-      queue_.clear();
-      if (!stopping_) report_unreachable_ = true;
-      const Clock::time_point now = Clock::now();
-      if (now >= retry_at_) {  // pipelined failures back off once
-        backoff_ = backoff_ == Clock::duration::zero()
-                       ? ToClock(options_.reconnect_backoff_min)
-                       : std::min(backoff_ * 2, ToClock(options_.reconnect_backoff_max));
-        // Jitter in [backoff/2, backoff]: peers that lost the same node do
-        // not retry in lockstep.
-        std::uniform_real_distribution<double> jitter(0.5, 1.0);
-        retry_at_ = now + std::chrono::duration_cast<Clock::duration>(backoff_ * jitter(rng_));
-      }
-    }
-    if (ok) {
-      PumpSendsLocked(lock);
-      // The sender thread only needs to hear of a stop (it waits for the
-      // sends in flight to end) or of a snapshot that waits for it.
-      if (stopping_ || snapshot_request_.has_value()) cv_.notify_all();
-    } else {
-      cv_.notify_all();
-    }
   }
 
   // On a gRPC thread.
@@ -712,12 +785,15 @@ class PeerTransport::Peer {
   bool sender_exited_ = false;
   std::deque<raft::Message> queue_;  // at most max_queued_messages_per_peer
   bool report_unreachable_ = false;  // coalesces reports until the sender runs
-  bool overflow_reported_ = false;   // since the last Send RPC completed
-  int inflight_sends_ = 0;           // == send_calls_.size() until a call's callback
-  std::set<SendCall*> send_calls_;
+  bool overflow_reported_ = false;   // since the last stream write completed
+  BatchStream* stream_ = nullptr;    // the stream batches go on; none: opened on demand
+  Clock::time_point write_started_;  // of stream_'s write in flight
+  bool sender_idle_ = false;         // the sender thread waits with no deadline
+  std::set<BatchStream*> streams_;   // until their OnDone (Stop cancels them)
+  int live_streams_ = 0;             // not yet deleted
   int inflight_forwards_ = 0;
   std::set<ForwardCall*> forward_calls_;
-  Clock::time_point retry_at_;  // no Send RPC or snapshot starts before it
+  Clock::time_point retry_at_;  // no stream, write or snapshot starts before it
   Clock::duration backoff_ = Clock::duration::zero();
   std::mt19937_64 rng_;
   std::optional<raft::Message> snapshot_request_;  // waiting to start
@@ -873,6 +949,35 @@ class PeerTransport::Service final : public raftpb::RaftPeer::CallbackService {
   Service(const PeerTransportOptions& options, PeerHandler* handler)
       : options_(options), handler_(handler) {}
 
+  grpc::ServerBidiReactor<raftpb::MessageBatch, raftpb::SendAck>* SendStream(
+      grpc::CallbackServerContext* /*ctx*/) override {
+    auto* stream = new BatchReader(this);
+    bool serving = false;
+    {
+      absl::MutexLock lock(&mu_);
+      serving = serving_;
+      if (serving) readers_.insert(stream);
+    }
+    if (serving) {
+      stream->StartRead(&stream->batch);
+    } else {
+      stream->End(absl::UnavailableError("this node is shutting down"));
+    }
+    return stream;
+  }
+
+  void StopServingStreams() {
+    std::set<BatchReader*> readers;
+    {
+      absl::MutexLock lock(&mu_);
+      serving_ = false;
+      readers = readers_;
+      // Ending one may run its OnDone (which erases it) on another thread:
+      // End them under the lock so none is deleted meanwhile.
+      for (BatchReader* r : readers) r->End(absl::UnavailableError("this node is shutting down"));
+    }
+  }
+
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
                                  const raftpb::MessageBatch* request,
                                  raftpb::SendAck* /*response*/) override {
@@ -939,8 +1044,49 @@ class PeerTransport::Service final : public raftpb::RaftPeer::CallbackService {
     return absl::OkStatus();
   }
 
+  // The receiving side of one SendStream: delivers each batch as it comes,
+  // and ends the stream at the first batch it refuses.
+  class BatchReader final : public grpc::ServerBidiReactor<raftpb::MessageBatch, raftpb::SendAck> {
+   public:
+    explicit BatchReader(Service* service) : service_(service) {}
+    raftpb::MessageBatch batch;
+
+    void OnReadDone(bool ok) override {
+      if (!ok) {  // the sender closed or cancelled it, or we ended it
+        End(absl::OkStatus());
+        return;
+      }
+      absl::Status delivered = service_->Deliver(batch);
+      if (!delivered.ok()) {
+        End(delivered);
+        return;
+      }
+      StartRead(&batch);
+    }
+    void OnDone() override {
+      {
+        absl::MutexLock lock(&service_->mu_);
+        service_->readers_.erase(this);
+      }
+      delete this;
+    }
+    // Finishes the call once, from a reaction or from StopServingStreams (a
+    // read may be pending then; it completes not ok).
+    void End(const absl::Status& status) {
+      if (ended_.exchange(true)) return;
+      Finish(ToGrpcStatus(status));
+    }
+
+   private:
+    Service* const service_;
+    std::atomic<bool> ended_{false};
+  };
+
   const PeerTransportOptions& options_;
   PeerHandler* const handler_;
+  absl::Mutex mu_;
+  bool serving_ ABSL_GUARDED_BY(mu_) = true;
+  std::set<BatchReader*> readers_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------
@@ -974,6 +1120,8 @@ grpc::Service* PeerTransport::service() { return service_.get(); }
 void PeerTransport::ConfigureServer(grpc::ServerBuilder& builder) const {
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
 }
+
+void PeerTransport::StopServingStreams() { service_->StopServingStreams(); }
 
 void PeerTransport::UpsertPeer(raft::NodeId id, std::string address) {
   if (id == raft::kNoNode || id == options_.self) return;

@@ -3,12 +3,15 @@
 //
 // Sending side. Every peer has a bounded queue and a sender thread. The
 // caller's thread (the node's event loop) only enqueues: Send() never waits
-// on the network. The sender drains whatever is queued into one
-// MessageBatch (at most max_batch_bytes) per Send RPC, with up to
-// max_inflight_batches_per_peer RPCs in flight (gRPC callback client API).
-// A failed RPC drops its messages and everything still queued (stale by the
-// time the peer answers again; Raft retransmits), reports OnUnreachable, and
-// the sender backs off exponentially with jitter before its next attempt.
+// on the network. Messages go on one long-lived SendStream per peer (gRPC
+// callback client API), one write in flight at a time: whatever queued up
+// meanwhile becomes the next MessageBatch (at most max_batch_bytes). A
+// stream per peer, rather than an RPC per batch, spares each batch a call's
+// set-up and its answer, and keeps a peer's messages in order. A write that
+// fails or hangs longer than rpc_timeout ends the stream: its messages and
+// everything still queued are dropped (stale by the time the peer answers
+// again; Raft retransmits), OnUnreachable is reported, and the sender backs
+// off exponentially with jitter before it opens a new stream.
 // A kInstallSnapshot message starts a snapshot stream on a thread of its
 // own, so a long transfer never delays heartbeats.
 //
@@ -19,11 +22,10 @@
 //
 // THREADS AND ORDER (what the node must know):
 //  - OnMessages, BeginSnapshot, SnapshotReceiver::*, OnForwardPropose run on
-//    gRPC server threads. Batches from one peer may be delivered
-//    concurrently and out of order when max_inflight_batches_per_peer > 1
-//    (separate RPCs); the messages inside one batch are in send order. With
-//    max_inflight_batches_per_peer == 1, a peer's messages arrive in send
-//    order (minus the ones dropped). Raft tolerates both loss and reordering.
+//    gRPC server threads. One peer's batches arrive one at a time and in
+//    send order (minus the ones dropped; a batch of an earlier stream may
+//    still be delivered after a new stream opened). Raft tolerates both loss
+//    and reordering.
 //  - OnUnreachable runs on the peer's sender thread; OpenSnapshot, the
 //    SnapshotStream and OnSnapshotStatus on the peer's snapshot thread.
 //  - ForwardPropose's `done` runs on a gRPC client thread (or, when there is
@@ -36,8 +38,10 @@
 //    exactly once with OnSnapshotStatus, even when RemovePeer or a changed
 //    address cancelled it.
 //
-// LIFETIME: the transport owns service(). Shut the grpc::Server down (with a
-// deadline) before destroying the transport, and complete every `done` of
+// LIFETIME: the transport owns service(). Call StopServingStreams() and then
+// shut the grpc::Server down (with a deadline) before destroying the
+// transport (open SendStreams would otherwise hold the shutdown to its
+// deadline), and complete every `done` of
 // OnForwardPropose before or during that shutdown: a unary call whose
 // `done` is never run keeps grpc::Server::Shutdown waiting (if the handler
 // destroys a `done` without running it, the call is answered INTERNAL).
@@ -120,8 +124,9 @@ struct PeerTransportOptions {
   uint64_t cluster_id = 0;   // messages carrying another cluster id are refused
   raft::NodeId self;
   size_t max_queued_messages_per_peer = 4096;   // beyond: drop + OnUnreachable
-  size_t max_batch_bytes = 4 << 20;             // one Send RPC carries at most this
-  int max_inflight_batches_per_peer = 4;        // pipelining
+  size_t max_batch_bytes = 4 << 20;             // one stream write carries at most this
+  // A stream write pending this long ends the stream (a hung peer); also the
+  // deadline of forwarded writes' and snapshot chunks' defaults.
   absl::Duration rpc_timeout = absl::Seconds(2);
   absl::Duration reconnect_backoff_min = absl::Milliseconds(50), reconnect_backoff_max = absl::Seconds(2);
   size_t snapshot_chunk_bytes = 1 << 20;
@@ -143,10 +148,11 @@ struct PeerTransportOptions {
 
 // Counters of one peer, for metrics and tests.
 struct PeerStats {
-  uint64_t messages_sent = 0;      // delivered in successful Send RPCs
-  uint64_t batches_sent = 0;       // successful Send RPCs
-  uint64_t rpc_failures = 0;       // failed Send RPCs
-  uint64_t dropped_failed = 0;     // messages of failed RPCs, or flushed after one
+  uint64_t messages_sent = 0;      // in stream writes that completed
+  uint64_t batches_sent = 0;       // stream writes that completed
+  uint64_t streams_opened = 0;     // SendStreams started
+  uint64_t rpc_failures = 0;       // SendStreams that failed (write error, end, hang)
+  uint64_t dropped_failed = 0;     // messages of failed writes, or flushed after one
   uint64_t dropped_overflow = 0;   // refused because the queue was full
   uint64_t dropped_oversize = 0;   // larger than max_message_bytes
   uint64_t snapshots_sent = 0;     // streams the peer acknowledged
@@ -164,12 +170,16 @@ class PeerTransport {
   grpc::Service* service();               // the RaftPeer service, to register on the node's server
   // Sets the server-side limits the service needs (max receive size).
   void ConfigureServer(grpc::ServerBuilder& builder) const;
+  // Ends the SendStreams peers keep open to this node, and refuses new ones
+  // (UNAVAILABLE; the peers retry after a back-off). Call before shutting
+  // the grpc::Server down.
+  void StopServingStreams();
 
   // Adds a peer or changes its address (host:port). A changed address
-  // replaces the peer's connection: queued messages are dropped, Send RPCs
+  // replaces the peer's connection: queued messages are dropped, its stream
   // and a snapshot stream in flight are cancelled. Id 0 and self are ignored.
   void UpsertPeer(raft::NodeId id, std::string address);
-  // Stops sending to the peer: its queue is dropped, its Send RPCs and its
+  // Stops sending to the peer: its queue is dropped, its stream and its
   // snapshot stream are cancelled (the stream is reported as not
   // delivered); forwarded writes already in flight run to completion (a
   // client waits for their outcome). Never blocks: the peer's threads wind

@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "raft.grpc.pb.h"
@@ -106,9 +107,11 @@ class RecordingHandler : public PeerHandler {
   absl::Status begin_status;         // BeginSnapshot's refusal, if not OK
   std::function<void(NodeId, std::string, std::function<void(ForwardResult)>)> on_forward;
   RecordingHandler* peer_for_gate = nullptr;  // whose receiver must see a write before failing
+  absl::Notification* hold_messages = nullptr;  // OnMessages waits for it (a stalled receiver)
 
   // --- PeerHandler ---
   void OnMessages(std::vector<Message> messages) override {
+    if (hold_messages != nullptr) hold_messages->WaitForNotification();
     absl::MutexLock lock(&mu_);
     batches_.push_back(std::move(messages));
   }
@@ -294,6 +297,7 @@ struct TestNode {
   ~TestNode() { Stop(); }
   void Stop() {
     if (server != nullptr) {
+      transport->StopServingStreams();
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
       server.reset();
     }
@@ -367,10 +371,9 @@ TEST(PeerTransportTest, OneSendCallArrivesAsOneOrderedBatch) {
   EXPECT_EQ(a.transport->Stats(NodeId(2))->batches_sent, 1u);
 }
 
-TEST(PeerTransportTest, BatchesRespectTheByteLimitAndKeepOrderWithoutPipelining) {
+TEST(PeerTransportTest, BatchesRespectTheByteLimitAndKeepOrder) {
   PeerTransportOptions opts = Options(1);
   opts.max_batch_bytes = 8 << 10;
-  opts.max_inflight_batches_per_peer = 1;
   TestNode a(opts), b(Options(2));
   a.transport->UpsertPeer(NodeId(2), b.address());
   for (uint64_t i = 1; i <= 200; ++i) a.transport->Send({Append(1, 2, i, 1024)});
@@ -469,6 +472,77 @@ TEST(PeerTransportTest, MessagesGoOnlyToTheirDestination) {
   }
 }
 
+// One stream carries every batch while the peer stays up: no call per batch.
+TEST(PeerTransportTest, OneStreamCarriesEveryBatch) {
+  TestNode a(Options(1)), b(Options(2));
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  for (uint64_t i = 1; i <= 50; ++i) {
+    a.transport->Send({Heartbeat(1, 2, i)});
+    ASSERT_TRUE(WaitFor([&] { return b.handler.message_count() == i; }));
+  }
+  ASSERT_TRUE(WaitFor([&] { return a.transport->Stats(NodeId(2))->batches_sent == 50; }));
+  const PeerStats stats = *a.transport->Stats(NodeId(2));
+  EXPECT_EQ(stats.streams_opened, 1u);
+  EXPECT_EQ(stats.messages_sent, 50u);
+  EXPECT_EQ(stats.rpc_failures, 0u);
+}
+
+// A receiver that refuses a batch ends the stream; the sender reports the
+// peer, and after a back-off a new stream carries what comes next.
+TEST(PeerTransportTest, RefusedBatchEndsTheStreamAndANewOneFollows) {
+  TestNode a(Options(1)), b(Options(2));
+  // Node 3's address is node 2's: node 2 refuses messages for node 3.
+  a.transport->UpsertPeer(NodeId(3), b.address());
+  a.transport->Send({Heartbeat(1, 3, 1)});
+  ASSERT_TRUE(WaitFor([&] { return a.handler.unreachable(3) > 0; }));
+  ASSERT_TRUE(WaitFor([&] {
+    a.transport->Send({Heartbeat(1, 3, 2)});
+    return a.transport->Stats(NodeId(3))->streams_opened >= 2;
+  }));
+  EXPECT_EQ(b.handler.message_count(), 0u);
+  // The same sender's stream to the right node is unaffected.
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  a.transport->Send({Heartbeat(1, 2, 3)});
+  ASSERT_TRUE(WaitFor([&] { return b.handler.message_count() == 1; }));
+}
+
+// A receiver that stops reading (here: its handler stalls) fills the
+// stream's flow-control windows; a write pending for rpc_timeout ends the
+// stream and reports the peer, instead of queueing behind it for ever.
+TEST(PeerTransportTest, WriteStalledForRpcTimeoutEndsTheStream) {
+  absl::Notification release;
+  PeerTransportOptions opts = Options(1);
+  opts.rpc_timeout = absl::Milliseconds(500);
+  opts.max_batch_bytes = 1 << 20;
+  TestNode a(opts), b(Options(2));
+  b.handler.hold_messages = &release;
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  // 64 MiB in 1 MiB batches: far more than the windows hold.
+  for (uint64_t i = 1; i <= 64; ++i) a.transport->Send({Append(1, 2, i, 1 << 20)});
+  const bool reported = WaitFor([&] { return a.handler.unreachable(2) > 0; });
+  release.Notify();
+  ASSERT_TRUE(reported) << "a stalled stream was never given up";
+  const PeerStats stats = *a.transport->Stats(NodeId(2));
+  EXPECT_GE(stats.rpc_failures, 1u);
+  EXPECT_GT(stats.dropped_failed, 0u);
+  EXPECT_LT(stats.batches_sent, 64u);
+}
+
+// A node that stops serving ends the streams peers keep open to it, so its
+// server shuts down at once rather than at its deadline; the senders see
+// the end and report the peer.
+TEST(PeerTransportTest, StopServingStreamsLetsTheServerShutDownPromptly) {
+  TestNode a(Options(1));
+  auto b = std::make_unique<TestNode>(Options(2));
+  a.transport->UpsertPeer(NodeId(2), b->address());
+  a.transport->Send({Heartbeat(1, 2, 1)});
+  ASSERT_TRUE(WaitFor([&] { return b->handler.message_count() == 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  b->Stop();  // StopServingStreams, then Shutdown with a 2 s deadline
+  EXPECT_LT(SecondsSince(start), 1.0) << "the server waited for an open stream";
+  EXPECT_TRUE(WaitFor([&] { return a.handler.unreachable(2) > 0; }));
+}
+
 // --- dead, hung and returning peers -------------------------------------------
 
 TEST(PeerTransportTest, SendNeverBlocksOnADeadPeer) {
@@ -493,7 +567,6 @@ TEST(PeerTransportTest, OverflowDropsAndReportsUnreachable) {
   BlackHole hole;
   PeerTransportOptions opts = Options(1);
   opts.max_queued_messages_per_peer = 100;
-  opts.max_inflight_batches_per_peer = 1;
   opts.rpc_timeout = absl::Seconds(30);  // the one RPC hangs for the whole test
   TestNode a(opts);
   a.transport->UpsertPeer(NodeId(2), hole.address());
@@ -523,7 +596,6 @@ TEST(PeerTransportTest, FailedRpcBacksOffAndDropsItsMessages) {
   PeerTransportOptions opts = Options(1);
   opts.reconnect_backoff_min = absl::Milliseconds(200);
   opts.reconnect_backoff_max = absl::Milliseconds(400);
-  opts.max_inflight_batches_per_peer = 1;
   TestNode a(opts);
   a.transport->UpsertPeer(NodeId(2), absl::StrCat("127.0.0.1:", ClosedPort()));
   // Keep offering messages for a second; with a 200-400 ms back-off (with
@@ -1077,9 +1149,6 @@ TEST(PeerTransportOptionsTest, ValidateNamesTheProblem) {
   EXPECT_TRUE(o.Validate().ok());
   o.self = raft::kNoNode;
   EXPECT_NE(o.Validate().message().find("self"), std::string::npos);
-  o = Options(1);
-  o.max_inflight_batches_per_peer = 0;
-  EXPECT_NE(o.Validate().message().find("max_inflight_batches_per_peer"), std::string::npos);
   o = Options(1);
   o.reconnect_backoff_max = absl::Milliseconds(1);
   EXPECT_NE(o.Validate().message().find("reconnect_backoff"), std::string::npos);
