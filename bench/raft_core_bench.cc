@@ -1,7 +1,8 @@
 // Micro-benchmarks of the pieces a write goes through inside one node,
 // without gRPC: the Raft core replicating a batch among three in-memory
-// nodes, the encoding of a key-value command, and the LevelDB persistence
-// of one Ready's entries. Run: build-bench/bin/raft_core_bench
+// nodes, the encoding of a key-value command, an AppendEntries batch's trip
+// through the peer wire format, and the LevelDB persistence of one Ready's
+// entries. Run: build-bench/bin/raft_core_bench
 // (figures in bench/RESULTS.md).
 #include <stdlib.h>
 
@@ -17,6 +18,8 @@
 #include "raft/memory_log_storage.h"
 #include "raft/raft.h"
 #include "raft/storage/leveldb_log_storage.h"
+#include "raft.pb.h"
+#include "server/raft_wire.h"
 
 namespace quorumkv::bench {
 namespace {
@@ -175,6 +178,48 @@ void BM_DecodeCommand(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_DecodeCommand);
+
+// What the peer transport does to one AppendEntries of `entries` commands
+// per stream write: the leader encodes and serializes it, the follower
+// parses, validates and decodes it (server/raft_wire.h).
+void BM_AppendEntriesWireRoundTrip(benchmark::State& state) {
+  const int64_t entries = state.range(0);
+  Message m;
+  m.type = raft::MessageType::kAppendEntries;
+  m.from = NodeId(1);
+  m.to = NodeId(2);
+  m.term = raft::Term(3);
+  m.prev_log_index = Index(1000);
+  m.prev_log_term = raft::Term(3);
+  m.leader_commit = Index(1000);
+  const std::string command = SampleCommand();
+  for (int64_t k = 0; k < entries; ++k) {
+    m.entries.push_back(Entry{Index(1001 + static_cast<uint64_t>(k)), raft::Term(3), raft::EntryType::kNormal, command});
+  }
+  std::string wire;
+  for (auto _ : state) {
+    server::raftpb::MessageBatch out;
+    if (absl::Status s = server::EncodeMessage(m, /*cluster_id=*/7, out.add_messages()); !s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      break;
+    }
+    out.SerializeToString(&wire);
+    server::raftpb::MessageBatch in;
+    if (!in.ParseFromString(wire)) {
+      state.SkipWithError("parse failed");
+      break;
+    }
+    absl::StatusOr<Message> decoded = server::DecodeMessage(in.messages(0));
+    if (!decoded.ok()) {
+      state.SkipWithError(decoded.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(decoded->entries.data());
+  }
+  state.SetItemsProcessed(state.iterations() * entries);
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(wire.size()));
+}
+BENCHMARK(BM_AppendEntriesWireRoundTrip)->ArgName("entries")->Arg(1)->Arg(40)->Arg(400);
 
 // One Ready's durable write: 100 entries of 256 bytes and a hard state in
 // one LevelDB WriteBatch, synced (what a node pays per Ready) or not (the
