@@ -546,6 +546,18 @@ class PeerApi : public ClientApi {
     return shared_->Peer(to_node)->Send(Context().get(), batch, &ack);
   }
 
+  // Writes `batches` on one SendStream (what nodes use among themselves),
+  // then half-closes it: the status is the one the node ended it with.
+  grpc::Status SendOnStream(uint64_t to_node, const std::vector<raftpb::MessageBatch>& batches) {
+    auto ctx = Context();
+    auto stream = shared_->Peer(to_node)->SendStream(ctx.get());
+    for (const raftpb::MessageBatch& b : batches) {
+      if (!stream->Write(b)) break;  // the node ended the stream
+    }
+    stream->WritesDone();
+    return stream->Finish();
+  }
+
   raftpb::RaftMessage Message(uint64_t from, uint64_t to) {
     raftpb::RaftMessage m;
     m.set_from(from);
@@ -612,6 +624,25 @@ TEST_F(PeerApi, BatchWithAnotherClusterId) {
   EXPECT_TRUE(HasCode(Send(id, batch), grpc::FAILED_PRECONDITION,
                       absl::StrCat("of cluster ", shared_->ClusterId() + 1)));
   EXPECT_LT(Terms().at(id), 1000u);
+}
+
+// The stream nodes send on ends at the first batch the receiver refuses,
+// with the same error a unary Send gets; the batches before it count.
+TEST_F(PeerApi, RefusedBatchEndsTheSendStreamWithItsError) {
+  const uint64_t id = shared_->Follower();
+  const uint64_t leader = shared_->Leader();
+  const uint64_t term = Terms().at(id);
+  raftpb::MessageBatch heartbeat;
+  raftpb::RaftMessage hb = Message(leader, id);
+  hb.mutable_append_entries()->set_term(term);
+  hb.mutable_append_entries()->set_heartbeat(true);
+  *heartbeat.add_messages() = hb;
+  raftpb::MessageBatch zero_from;
+  raftpb::RaftMessage bad = Message(0, id);
+  bad.mutable_timeout_now()->set_term(1);
+  *zero_from.add_messages() = bad;
+  EXPECT_TRUE(HasCode(SendOnStream(id, {heartbeat, zero_from, heartbeat}), grpc::INVALID_ARGUMENT, "from is 0"));
+  EXPECT_TRUE(SendOnStream(id, {heartbeat, heartbeat}).ok()) << "a stream of good batches ends OK";
 }
 
 TEST_F(PeerApi, MalformedMessages) {
