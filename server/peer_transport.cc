@@ -952,13 +952,12 @@ class PeerTransport::Service final : public raftpb::RaftPeer::CallbackService {
   grpc::ServerBidiReactor<raftpb::MessageBatch, raftpb::SendAck>* SendStream(
       grpc::CallbackServerContext* /*ctx*/) override {
     auto* stream = new BatchReader(this);
-    bool serving = false;
-    {
-      absl::MutexLock lock(&mu_);
-      serving = serving_;
-      if (serving) readers_.insert(stream);
-    }
-    if (serving) {
+    // Under the lock, so StopServingStreams cannot end the stream before its
+    // first read is started. gRPC runs neither OnReadDone nor OnDone inline
+    // in StartRead or Finish (both take mu_), so this cannot deadlock.
+    absl::MutexLock lock(&mu_);
+    if (serving_) {
+      readers_.insert(stream);
       stream->StartRead(&stream->batch);
     } else {
       stream->End(absl::UnavailableError("this node is shutting down"));
@@ -967,15 +966,12 @@ class PeerTransport::Service final : public raftpb::RaftPeer::CallbackService {
   }
 
   void StopServingStreams() {
-    std::set<BatchReader*> readers;
-    {
-      absl::MutexLock lock(&mu_);
-      serving_ = false;
-      readers = readers_;
-      // Ending one may run its OnDone (which erases it) on another thread:
-      // End them under the lock so none is deleted meanwhile.
-      for (BatchReader* r : readers) r->End(absl::UnavailableError("this node is shutting down"));
-    }
+    absl::MutexLock lock(&mu_);
+    serving_ = false;
+    // A reader's OnDone (which erases and deletes it) may run on a gRPC
+    // thread as soon as it ends: End them under the lock so none is
+    // deleted meanwhile.
+    for (BatchReader* r : readers_) r->End(absl::UnavailableError("this node is shutting down"));
   }
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
