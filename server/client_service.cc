@@ -49,6 +49,14 @@ void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node*
   reactor->Finish(ToGrpc(s));
 }
 
+// A read changes nothing, so a refused one surely took no effect: it is
+// marked like a write refused before it was proposed, and clients keep one
+// rule for both.
+absl::Status MarkRefusedRead(absl::Status s) {
+  if (s.code() == absl::StatusCode::kUnavailable) return NotProposed(std::move(s));
+  return s;
+}
+
 void FillHeader(quorumkv::v1::ResponseHeader* h, const ResponseInfo& info) {
   h->set_node_id(info.node_id);
   h->set_term(info.term);
@@ -199,7 +207,7 @@ ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx, const quoru
       resp->set_found(r->value.has_value());
       if (r->value) resp->set_value(*r->value);
     }
-    Finish(reactor, ctx, node_, "Get", start, r.status());
+    Finish(reactor, ctx, node_, "Get", start, MarkRefusedRead(r.status()));
   });
   return reactor;
 }
@@ -213,7 +221,7 @@ ServerUnaryReactor* KvService::ReadIndex(grpc::CallbackServerContext* ctx, const
       FillHeader(resp->mutable_header(), r->info);
       resp->set_read_index(r->read_index);
     }
-    Finish(reactor, ctx, node_, "ReadIndex", start, r.status());
+    Finish(reactor, ctx, node_, "ReadIndex", start, MarkRefusedRead(r.status()));
   });
   return reactor;
 }

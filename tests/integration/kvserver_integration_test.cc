@@ -243,6 +243,53 @@ TEST_F(IntegrationTest, CorruptedLogEntryIsDetectedAtStart) {
   EXPECT_NE(log.find("entry 5"), std::string::npos) << log;
 }
 
+// A refused read carries "quorumkv-not-proposed", as a write refused before
+// it reached the log does: a read changes nothing, so it surely took no
+// effect.
+TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
+  StartCluster(FastCluster());
+  std::vector<uint64_t> followers;
+  for (const auto& [id, n] : cluster_->nodes()) {
+    if (id != *leader_) followers.push_back(id);
+  }
+  ASSERT_EQ(followers.size(), 2u);
+  // The survivor loses its quorum; it stays leader or candidate, but
+  // confirms no read and commits no write.
+  for (uint64_t id : followers) cluster_->Kill(id);
+  auto channel = grpc::CreateChannel(cluster_->node(*leader_).client_endpoint(), grpc::InsecureChannelCredentials());
+  auto stub = quorumkv::v1::KV::NewStub(channel);
+  auto refused = [](const grpc::ClientContext& ctx) {
+    const auto& t = ctx.GetServerTrailingMetadata();
+    return t.find("quorumkv-not-proposed") != t.end();
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool read_marked = false;
+  bool barrier_marked = false;
+  while (absl::Now() < deadline && !(read_marked && barrier_marked)) {
+    {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      quorumkv::v1::GetRequest req;
+      req.set_key("k");
+      quorumkv::v1::GetResponse resp;
+      grpc::Status s = stub->Get(&ctx, req, &resp);
+      ASSERT_NE(s.error_code(), grpc::StatusCode::OK) << "a read confirmed without a quorum";
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) read_marked = read_marked || refused(ctx);
+    }
+    {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      quorumkv::v1::ReadIndexRequest req;
+      quorumkv::v1::ReadIndexResponse resp;
+      grpc::Status s = stub->ReadIndex(&ctx, req, &resp);
+      ASSERT_NE(s.error_code(), grpc::StatusCode::OK) << "a read index confirmed without a quorum";
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) barrier_marked = barrier_marked || refused(ctx);
+    }
+  }
+  EXPECT_TRUE(read_marked) << "no UNAVAILABLE Get carried quorumkv-not-proposed";
+  EXPECT_TRUE(barrier_marked) << "no UNAVAILABLE ReadIndex carried quorumkv-not-proposed";
+}
+
 TEST_F(IntegrationTest, BadInputGetsInvalidArgument) {
   StartCluster(FastCluster());
   auto c = cluster_->Client();
