@@ -149,6 +149,7 @@ absl::Status Node::OpenStores() {
   auto kv = kv::KvStateMachine::Open(options_.data_dir + "/kv", kv_options);
   if (!kv.ok()) return kv.status();
   kv_ = std::move(*kv);
+  if (absl::Status s = CheckStoresAgree(); !s.ok()) return s;
 
   auto policy = kv::CompactionPolicy::Create(options_.compaction);
   if (!policy.ok()) return policy.status();
@@ -203,6 +204,37 @@ absl::Status Node::OpenStores() {
            static_cast<unsigned long long>(core_->commit_index().value()),
            static_cast<unsigned long long>(kv_->applied_index()),
            core_->conf_state().ToString().c_str());
+  return absl::OkStatus();
+}
+
+// The Raft log and the state machine are two LevelDB databases in one data
+// dir; losing either one's files must stop the node rather than let it run
+// on what is left. LevelDB creates a database that is missing, so an empty
+// log next to a state machine that applied entries means the log's files
+// are gone (and with them this node's term and vote: running on would let
+// it vote twice in one term). A state machine behind the log's snapshot
+// means the state machine's files are gone (the entries it would need were
+// compacted away).
+absl::Status Node::CheckStoresAgree() const {
+  const uint64_t applied = kv_->applied_index();
+  const raft::HardState hs = storage_->hard_state();
+  const uint64_t snapshot = storage_->snapshot_meta().index.value();
+  const bool log_pristine = hs.current_term.value() == 0 && hs.voted_for == raft::kNoNode && snapshot == 0 &&
+                            storage_->LastIndex().value() == 0;
+  if (log_pristine && applied > 0) {
+    return absl::DataLossError(absl::StrCat(
+        "data dir ", options_.data_dir, ": the state machine has applied entries up to ", applied,
+        " but the Raft log (", options_.data_dir,
+        "/raft) is empty: its files were lost, and with them this node's term and vote. Remove node ",
+        options_.id.value(), " from the cluster and add it back with an empty data dir"));
+  }
+  if (applied < snapshot) {
+    return absl::DataLossError(absl::StrCat(
+        "data dir ", options_.data_dir, ": the Raft log was compacted up to ", snapshot,
+        " but the state machine (", options_.data_dir, "/kv) has applied only up to ", applied,
+        ": its files were lost. Remove node ", options_.id.value(),
+        " from the cluster and add it back with an empty data dir"));
+  }
   return absl::OkStatus();
 }
 

@@ -174,6 +174,7 @@ class Node : public PeerHandler {
 
   explicit Node(const NodeOptions& options);
   absl::Status OpenStores();
+  absl::Status CheckStoresAgree() const;
 
   // The event queue. Post returns false (and runs nothing) when full or
   // stopped.

@@ -954,8 +954,10 @@ class DataDir : public ::testing::Test {
  protected:
   // A 1-node cluster that wrote `writes` keys and was stopped cleanly;
   // nullptr (and a failure) if that did not work.
-  std::unique_ptr<ProcessCluster> StoppedNodeWithData(int writes) {
-    auto c = std::make_unique<ProcessCluster>(FastCluster(1));
+  std::unique_ptr<ProcessCluster> StoppedNodeWithData(int writes, const std::vector<std::string>& flags = {}) {
+    ClusterOptions o = FastCluster(1);
+    o.extra_flags.insert(o.extra_flags.end(), flags.begin(), flags.end());
+    auto c = std::make_unique<ProcessCluster>(o);
     if (!c->Start() || !c->WaitForLeader(kLeaderWait).has_value()) {
       ADD_FAILURE() << "the node did not start\n" << Dump(*c);
       return nullptr;
@@ -1017,6 +1019,46 @@ TEST_F(DataDir, CorruptedLogEntry) {
   absl::Status corrupted = CorruptLogEntry(c->node(1).data_dir, 5);
   ASSERT_TRUE(corrupted.ok()) << corrupted;
   ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "entry 5", "failed its checksum"});
+}
+
+// LevelDB recreates a database whose directory is gone: a node must not
+// then run on an empty Raft log (a lost term and vote would let it vote
+// twice in one term) next to its state machine.
+TEST_F(DataDir, RaftLogFilesLost) {
+  auto c = StoppedNodeWithData(10);
+  ASSERT_NE(c, nullptr);
+  fs::remove_all(c->node(1).data_dir + "/raft");
+  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "the state machine has applied entries up to",
+                            "the Raft log", "is empty"});
+  // The refusal left an empty log behind; the next start refuses too.
+  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "is empty"});
+}
+
+// The Raft log's CURRENT file gone (LevelDB then starts a new, empty
+// database and forgets the tables): the node notices the loss.
+TEST_F(DataDir, RaftLogCurrentFileLost) {
+  auto c = StoppedNodeWithData(30);
+  ASSERT_NE(c, nullptr);
+  const std::string raft_dir = c->node(1).data_dir + "/raft";
+  {
+    leveldb::DB* db = nullptr;
+    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), raft_dir, &db).ok());
+    db->CompactRange(nullptr, nullptr);  // everything into table files
+    delete db;
+  }
+  ASSERT_TRUE(fs::remove(raft_dir + "/CURRENT"));
+  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS"});
+}
+
+// The state machine's files gone after the log was compacted: the entries
+// it would need to rebuild itself are gone too.
+TEST_F(DataDir, StateMachineFilesLost) {
+  auto c = StoppedNodeWithData(
+      60, {"--snapshot-min-entries=20", "--snapshot-min-bytes=0", "--snapshot-trailing-entries=5"});
+  ASSERT_NE(c, nullptr);
+  fs::remove_all(c->node(1).data_dir + "/kv");
+  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "the Raft log was compacted up to",
+                            "the state machine", "has applied only up to 0"});
 }
 
 TEST_F(DataDir, AnotherClustersDataDir) {
