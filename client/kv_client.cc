@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -647,13 +648,48 @@ absl::StatusOr<uint64_t> KvClient::ReadIndex() {
   return result->read_index();
 }
 
+namespace {
+
+// A probe of one endpoint (Status, health check): one attempt, since its
+// answer is about that endpoint. Except when the connection itself failed
+// (the channel is in TRANSIENT_FAILURE; seen at once on loopback under
+// load): the channel then waits out its reconnect back-off and the probe
+// would call a live node unreachable. A second attempt waits for the
+// reconnection, half a second at most, so a dead node is still reported
+// quickly; an answer from the server is never asked again.
+constexpr absl::Duration kProbeReconnectWait = absl::Milliseconds(500);
+
+grpc::Status Probe(grpc::Channel& channel, absl::Duration timeout,
+                   const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
+  const absl::Time deadline = absl::Now() + timeout;
+  grpc::Status status;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    status = rpc(&context);
+  }
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE || absl::Now() >= deadline ||
+      channel.GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    return status;
+  }
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kProbeReconnectWait)));
+  context.set_wait_for_ready(true);
+  const grpc::Status retried = rpc(&context);
+  // A retry that only timed out waiting for a connection tells nothing new.
+  return retried.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? status : retried;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::StatusResponse> KvClient::Status(const std::string& endpoint) {
   if (absl::Status valid = ValidateEndpoint(endpoint); !valid.ok()) return valid;
   auto [target, index] = impl_->EndpointFor(endpoint);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + impl_->options().request_timeout));
   v1::StatusResponse response;
-  const grpc::Status status = target->cluster->Status(&context, v1::StatusRequest(), &response);
+  const grpc::Status status =
+      Probe(*target->channel, impl_->options().request_timeout, [&, target = target](grpc::ClientContext* context) {
+        return target->cluster->Status(context, v1::StatusRequest(), &response);
+      });
   if (!status.ok()) return ToAbslStatus(status, endpoint);
   impl_->NoteStatus(index, response);
   return response;
@@ -663,12 +699,13 @@ absl::StatusOr<HealthStatus> KvClient::CheckHealth(const std::string& endpoint,
                                                    const std::string& service) {
   if (absl::Status valid = ValidateEndpoint(endpoint); !valid.ok()) return valid;
   auto [target, index] = impl_->EndpointFor(endpoint);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + impl_->options().request_timeout));
   health::HealthCheckRequest request;
   request.set_service(service);
   health::HealthCheckResponse response;
-  const grpc::Status status = target->health->Check(&context, request, &response);
+  const grpc::Status status =
+      Probe(*target->channel, impl_->options().request_timeout, [&, target = target](grpc::ClientContext* context) {
+        return target->health->Check(context, request, &response);
+      });
   if (!status.ok()) return ToAbslStatus(status, endpoint);
   switch (response.status()) {
     case health::HealthCheckResponse::SERVING:

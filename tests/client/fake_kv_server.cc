@@ -426,20 +426,20 @@ FakeNode::FakeNode(std::shared_ptr<FakeCluster> cluster, uint64_t node_id)
     : cluster_(std::move(cluster)), node_id_(node_id), impl_(std::make_unique<Impl>()) {}
 
 absl::StatusOr<std::unique_ptr<FakeNode>> FakeNode::Start(std::shared_ptr<FakeCluster> cluster,
-                                                          uint64_t node_id) {
+                                                          uint64_t node_id, int port) {
   std::unique_ptr<FakeNode> node(new FakeNode(std::move(cluster), node_id));
   node->impl_->kv = std::make_unique<KvService>(node.get());
   node->impl_->cluster = std::make_unique<ClusterService>(node.get());
   // gRPC's own grpc.health.v1.Health service, as kvserver uses it.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(node->impl_->kv.get());
   builder.RegisterService(node->impl_->cluster.get());
   node->impl_->server = builder.BuildAndStart();
   if (node->impl_->server == nullptr || port == 0) {
-    return absl::InternalError("fake node: cannot listen on 127.0.0.1:0");
+    return absl::InternalError(absl::StrCat("fake node: cannot listen on ", address));
   }
   node->endpoint_ = absl::StrCat("127.0.0.1:", port);
   return node;

@@ -115,9 +115,9 @@ class FakeCluster {
 // One node: a gRPC server on 127.0.0.1:<free port>.
 class FakeNode {
  public:
-  // Starts serving as node `node_id` of `cluster`.
+  // Starts serving as node `node_id` of `cluster`, on `port` (0: a free one).
   static absl::StatusOr<std::unique_ptr<FakeNode>> Start(std::shared_ptr<FakeCluster> cluster,
-                                                         uint64_t node_id);
+                                                         uint64_t node_id, int port = 0);
   ~FakeNode();  // stops the server
   FakeNode(const FakeNode&) = delete;
   FakeNode& operator=(const FakeNode&) = delete;

@@ -15,6 +15,12 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/client/fake_kv_server.h"
@@ -593,6 +599,44 @@ TEST_F(KvClientTest, HealthCheck) {
   EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(down.status().message()), HasSubstr(node(2).endpoint()));
   EXPECT_EQ(HealthStatusName(HealthStatus::kNotServing), "NOT_SERVING");
+}
+
+// A probe whose connection fails (nothing listens yet) waits a moment for
+// the channel to reconnect instead of calling a node that is coming up (or
+// whose first connection failed by chance) unreachable; a node that stays
+// down is still reported well before the request timeout.
+TEST_F(KvClientTest, HealthCheckWaitsBrieflyForAReconnection) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  close(fd);
+  const std::string endpoint = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+
+  auto client = NewClient(Options({endpoint}));
+  const absl::Time start = absl::Now();
+  auto down = client->CheckHealth(endpoint);
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "a dead endpoint took the request timeout";
+
+  // The node comes up 150 ms after the probe starts.
+  ASSERT_NO_FATAL_FAILURE(StartNodes(1));
+  std::unique_ptr<FakeNode> late;
+  std::thread starter([&] {
+    absl::SleepFor(absl::Milliseconds(150));
+    auto started = FakeNode::Start(cluster_, 2, ntohs(addr.sin_port));
+    if (started.ok()) late = *std::move(started);
+  });
+  auto up = client->CheckHealth(endpoint);
+  starter.join();
+  ASSERT_NE(late, nullptr);
+  EXPECT_TRUE(up.ok()) << up.status();
+  if (up.ok()) {
+    EXPECT_EQ(*up, HealthStatus::kServing);
+  }
 }
 
 // Threads sharing a client: every write succeeds once, and no client id
