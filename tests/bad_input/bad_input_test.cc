@@ -179,8 +179,9 @@ RunResult Kvctl(std::vector<std::string> args, absl::Duration timeout = absl::Se
 // a 1-node cluster) that a test then breaks in one place.
 struct ServerArgs {
   std::string data_dir;
-  std::string client_addr = "127.0.0.1:" + std::to_string(FreePort());
-  std::string peer_addr = "127.0.0.1:" + std::to_string(FreePort());
+  std::vector<int> ports = FreePorts(2);  // distinct
+  std::string client_addr = "127.0.0.1:" + std::to_string(ports[0]);
+  std::string peer_addr = "127.0.0.1:" + std::to_string(ports[1]);
   std::vector<std::string> args() const {
     return {KvserverPath(), "--id=1", "--data-dir=" + data_dir, "--client-addr=" + client_addr,
             "--peer-addr=" + peer_addr, "--initial-cluster=1=" + peer_addr};
@@ -825,8 +826,9 @@ TEST(KvctlFlags, BadEndpoints) {
 }
 
 TEST(KvctlFlags, UnreachableEndpoints) {
-  const std::string a = "127.0.0.1:" + std::to_string(FreePort());
-  const std::string b = "127.0.0.1:" + std::to_string(FreePort());
+  const std::vector<int> ports = FreePorts(2);
+  const std::string a = "127.0.0.1:" + std::to_string(ports[0]);
+  const std::string b = "127.0.0.1:" + std::to_string(ports[1]);
   RunResult get = Kvctl({"--endpoints=" + a + "," + b, "--timeout=2s", "get", "k"});
   EXPECT_EQ(get.exit_code, 1) << get;
   EXPECT_TRUE(absl::StartsWith(get.err, "kvctl: UNAVAILABLE: ")) << get;

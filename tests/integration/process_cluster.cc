@@ -24,21 +24,34 @@ namespace quorumkv::testing {
 
 namespace fs = std::filesystem;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
+std::vector<int> FreePorts(size_t n, const std::set<int>& avoid) {
+  // Every socket stays bound until all are picked: ports picked one after
+  // another could come back twice (the kernel reuses a port closed a moment
+  // ago), and two nodes of one cluster then fight over one port.
+  std::vector<int> fds;
+  std::vector<int> ports;
+  for (size_t attempt = 0; ports.size() < n && attempt < 4 * n + 16; ++attempt) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    fds.push_back(fd);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      continue;
+    }
+    const int port = ntohs(addr.sin_port);
+    if (avoid.count(port) == 0) ports.push_back(port);
   }
-  close(fd);
-  return port;
+  for (int fd : fds) close(fd);
+  ports.resize(n, 0);  // 0 (never listened on) if the machine ran out of ports
+  return ports;
 }
+
+int FreePort() { return FreePorts(1)[0]; }
 
 namespace {
 std::string SelfDir() {
@@ -57,11 +70,12 @@ ProcessCluster::ProcessCluster(const ClusterOptions& options) : options_(options
   const char* bin = std::getenv("QUORUMKV_KVSERVER");
   binary_ = bin != nullptr ? bin : SelfDir() + "/kvserver";
   std::vector<std::string> parts;
+  const std::vector<int> ports = FreePorts(2 * static_cast<size_t>(std::max(options_.nodes, 0)));
   for (int i = 1; i <= options_.nodes; ++i) {
     ProcessNode n;
     n.id = static_cast<uint64_t>(i);
-    n.client_port = FreePort();
-    n.peer_port = FreePort();
+    n.client_port = ports[2 * static_cast<size_t>(i - 1)];
+    n.peer_port = ports[2 * static_cast<size_t>(i - 1) + 1];
     n.data_dir = dir_ + "/node" + std::to_string(i);
     n.log_file = dir_ + "/node" + std::to_string(i) + ".log";
     n.extra_flags = options_.extra_flags;
@@ -143,8 +157,12 @@ ProcessNode& ProcessCluster::PrepareNode() {
   uint64_t id = nodes_.rbegin()->first + 1;
   ProcessNode n;
   n.id = id;
-  n.client_port = FreePort();
-  n.peer_port = FreePort();
+  // Not a port of a member that is stopped now and may start again.
+  std::set<int> taken;
+  for (const auto& [other, m] : nodes_) taken.insert({m.client_port, m.peer_port});
+  const std::vector<int> ports = FreePorts(2, taken);
+  n.client_port = ports[0];
+  n.peer_port = ports[1];
   n.data_dir = dir_ + "/node" + std::to_string(id);
   n.log_file = dir_ + "/node" + std::to_string(id) + ".log";
   n.extra_flags = options_.extra_flags;

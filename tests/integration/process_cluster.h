@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,8 @@ class ProcessCluster {
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
+// n distinct such ports, none of them in `avoid`.
+std::vector<int> FreePorts(size_t n, const std::set<int>& avoid = {});
 
 // Flips the last byte of the stored record of entry `index` in the Raft log
 // of a stopped node's data dir, rewritten through LevelDB so that only
