@@ -17,6 +17,21 @@ std::vector<Message> Heartbeats(const std::vector<Message>& msgs) {
   return out;
 }
 
+// Delivers `round` (heartbeats) and everything that follows from it, but
+// takes out and returns the heartbeats of any later round the leader sends
+// meanwhile.
+std::vector<Message> DeliverRoundHoldingBackTheNext(Network& net, const std::vector<Message>& round) {
+  for (const Message& hb : round) net.Send(hb);
+  const uint64_t r = round.at(0).read_round;
+  std::vector<Message> next;
+  while (net.DeliverOne()) {
+    for (const Message& hb : Heartbeats(net.Take([r](const Message& m) { return m.read_round > r; }))) {
+      next.push_back(hb);
+    }
+  }
+  return next;
+}
+
 bool HasReadState(const TestNode& n, uint64_t read_id) {
   for (const ReadState& r : n.read_states) {
     if (r.read_id == read_id) return true;
@@ -100,14 +115,7 @@ TEST(ReadIndex, Etcd20418_RoundSentBeforeTheReadDoesNotReleaseIt) {
   EXPECT_TRUE(Heartbeats(net.Take([](const Message&) { return true; })).empty())
       << "the read waits for R's answers before its own round goes out";
   // R and its answers, holding back what the leader sends next.
-  for (const Message& hb : earlier) net.Send(hb);
-  std::vector<Message> later;
-  while (net.DeliverOne()) {
-    const uint64_t r = earlier[0].read_round;
-    for (const Message& hb : Heartbeats(net.Take([r](const Message& m) { return m.read_round > r; }))) {
-      later.push_back(hb);
-    }
-  }
+  std::vector<Message> later = DeliverRoundHoldingBackTheNext(net, earlier);
   EXPECT_TRUE(net.node(1).read_states.empty()) << "released by a round sent before the read arrived";
   ASSERT_EQ(later.size(), 2u);
   ASSERT_GT(later[0].read_round, earlier[0].read_round);
@@ -131,14 +139,7 @@ TEST(ReadIndex, ReadsArrivingDuringARoundShareTheNextRound) {
     net.Drain(1);
     EXPECT_TRUE(Heartbeats(net.Take([](const Message&) { return true; })).empty()) << "read " << id;
   }
-  for (const Message& hb : first) net.Send(hb);
-  std::vector<Message> second;
-  while (net.DeliverOne()) {
-    const uint64_t r = first[0].read_round;
-    for (const Message& hb : Heartbeats(net.Take([r](const Message& m) { return m.read_round > r; }))) {
-      second.push_back(hb);
-    }
-  }
+  std::vector<Message> second = DeliverRoundHoldingBackTheNext(net, first);
   ASSERT_EQ(net.node(1).read_states.size(), 1u);
   EXPECT_EQ(net.node(1).read_states[0].read_id, 1u);
   ASSERT_EQ(second.size(), 2u) << "one round for the three waiting reads";
