@@ -15,12 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/client/fake_kv_server.h"
@@ -606,15 +601,12 @@ TEST_F(KvClientTest, HealthCheck) {
 // whose first connection failed by chance) unreachable; a node that stays
 // down is still reported well before the request timeout.
 TEST_F(KvClientTest, HealthCheckWaitsBrieflyForAReconnection) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  close(fd);
-  const std::string endpoint = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  // Node 2 stopped: its port is known and nothing listens there.
+  ASSERT_NO_FATAL_FAILURE(StartNodes(2));
+  node(2).Stop();
+  const std::string endpoint = node(2).endpoint();
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(endpoint.substr(endpoint.rfind(':') + 1), &port)) << endpoint;
 
   auto client = NewClient(Options({endpoint}));
   const absl::Time start = absl::Now();
@@ -622,17 +614,16 @@ TEST_F(KvClientTest, HealthCheckWaitsBrieflyForAReconnection) {
   EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "a dead endpoint took the request timeout";
 
-  // The node comes up 150 ms after the probe starts.
-  ASSERT_NO_FATAL_FAILURE(StartNodes(1));
-  std::unique_ptr<FakeNode> late;
+  // Node 2 comes back on its port 150 ms after the probe starts.
+  std::unique_ptr<FakeNode> restarted;
   std::thread starter([&] {
     absl::SleepFor(absl::Milliseconds(150));
-    auto started = FakeNode::Start(cluster_, 2, ntohs(addr.sin_port));
-    if (started.ok()) late = *std::move(started);
+    auto started = FakeNode::Start(cluster_, 2, port);
+    if (started.ok()) restarted = *std::move(started);
   });
   auto up = client->CheckHealth(endpoint);
   starter.join();
-  ASSERT_NE(late, nullptr);
+  ASSERT_NE(restarted, nullptr);
   EXPECT_TRUE(up.ok()) << up.status();
   if (up.ok()) {
     EXPECT_EQ(*up, HealthStatus::kServing);

@@ -358,7 +358,7 @@ TEST(PeerTransportTest, OneSendCallArrivesAsOneOrderedBatch) {
 
   ASSERT_TRUE(WaitFor([&] { return b.handler.message_count() == 500; }));
   const auto batches = b.handler.batches();
-  ASSERT_EQ(batches.size(), 1u) << "all 500 were queued at once: one RPC";
+  ASSERT_EQ(batches.size(), 1u) << "all 500 were queued at once: one stream write";
   for (size_t i = 0; i < 500; ++i) {
     const Message& m = batches[0][i];
     EXPECT_EQ(m.read_round, i + 1);
@@ -366,7 +366,7 @@ TEST(PeerTransportTest, OneSendCallArrivesAsOneOrderedBatch) {
     EXPECT_EQ(m.to, NodeId(2));
     EXPECT_TRUE(m.heartbeat);
   }
-  // The sender counts once the RPC has completed, just after delivery.
+  // The sender counts once the write has completed, just after delivery.
   ASSERT_TRUE(WaitFor([&] { return a.transport->Stats(NodeId(2))->messages_sent == 500; }));
   EXPECT_EQ(a.transport->Stats(NodeId(2))->batches_sent, 1u);
 }
@@ -567,7 +567,7 @@ TEST(PeerTransportTest, OverflowDropsAndReportsUnreachable) {
   BlackHole hole;
   PeerTransportOptions opts = Options(1);
   opts.max_queued_messages_per_peer = 100;
-  opts.rpc_timeout = absl::Seconds(30);  // the one RPC hangs for the whole test
+  opts.rpc_timeout = absl::Seconds(30);  // the one write hangs for the whole test
   TestNode a(opts);
   a.transport->UpsertPeer(NodeId(2), hole.address());
   for (uint64_t i = 1; i <= 10000; ++i) a.transport->Send({Heartbeat(1, 2, i)});
@@ -586,7 +586,7 @@ TEST(PeerTransportTest, OverflowDropsAndReportsUnreachable) {
       << " queued=" << a.transport->Stats(NodeId(2))->queued
       << " dropped_failed=" << a.transport->Stats(NodeId(2))->dropped_failed;
 
-  // Tearing down with a hung RPC in flight is prompt (the call is cancelled).
+  // Tearing down with a hung stream in flight is prompt (the call is cancelled).
   const auto start = std::chrono::steady_clock::now();
   a.Stop();
   EXPECT_LT(SecondsSince(start), 5.0);
@@ -599,7 +599,7 @@ TEST(PeerTransportTest, FailedRpcBacksOffAndDropsItsMessages) {
   TestNode a(opts);
   a.transport->UpsertPeer(NodeId(2), absl::StrCat("127.0.0.1:", ClosedPort()));
   // Keep offering messages for a second; with a 200-400 ms back-off (with
-  // jitter, at least 100 ms between attempts) few RPCs may be attempted.
+  // jitter, at least 100 ms between attempts) few streams may be opened.
   const auto start = std::chrono::steady_clock::now();
   uint64_t round = 0;
   while (SecondsSince(start) < 1.0) {
