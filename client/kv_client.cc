@@ -653,10 +653,13 @@ namespace {
 // A probe of one endpoint (Status, health check): one attempt, since its
 // answer is about that endpoint. Except when the connection itself failed
 // (the channel is in TRANSIENT_FAILURE; seen at once on loopback under
-// load): the channel then waits out its reconnect back-off and the probe
-// would call a live node unreachable. A second attempt waits for the
-// reconnection, half a second at most, so a dead node is still reported
-// quickly; an answer from the server is never asked again.
+// load, or left by an earlier probe of a node that was down): the channel
+// then waits out its reconnect back-off and the probe would call a live
+// node unreachable. The probe resets the back-off (a probe asks about now,
+// and earlier failures may have grown the back-off past the wait below) and
+// a second attempt waits for the reconnection, half a second at most, so a
+// dead node is still reported quickly; an answer from the server is never
+// asked again.
 constexpr absl::Duration kProbeReconnectWait = absl::Milliseconds(500);
 
 grpc::Status Probe(grpc::Channel& channel, absl::Duration timeout,
@@ -672,6 +675,7 @@ grpc::Status Probe(grpc::Channel& channel, absl::Duration timeout,
       channel.GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) {
     return status;
   }
+  grpc::experimental::ChannelResetConnectionBackoff(&channel);
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kProbeReconnectWait)));
   context.set_wait_for_ready(true);
