@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -312,9 +313,26 @@ absl::StatusOr<std::vector<Entry>> LevelDbLogStorage::Entries(Index lo, Index hi
   }
   std::vector<Entry> out;
   if (lo == hi) return out;
+  uint64_t bytes = 0;
+  const Index cache_first = cached_.empty() ? hi : std::max(lo, cached_.front().index);
+  if (lo < cache_first) {
+    absl::StatusOr<bool> whole = ReadEntries(lo, std::min(hi, cache_first), max_bytes, bytes, out);
+    if (!whole.ok()) return whole.status();
+    if (!*whole) return out;
+  }
+  for (Index i = cache_first; i < hi; ++i) {
+    const Entry& e = cached_[i - cached_.front().index];
+    bytes += e.ByteSize();
+    if (!out.empty() && bytes > max_bytes) break;
+    out.push_back(e);
+  }
+  return out;
+}
+
+absl::StatusOr<bool> LevelDbLogStorage::ReadEntries(Index lo, Index hi, uint64_t max_bytes,
+                                                    uint64_t& bytes, std::vector<Entry>& out) const {
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(VerifyingReads(/*fill_cache=*/true)));
   it->Seek(EntryKey(lo));
-  uint64_t bytes = 0;
   for (Index i = lo; i < hi; ++i, it->Next()) {
     if (!it->Valid() || ParseEntryKey(View(it->key())) != i) {
       if (!it->status().ok()) {
@@ -338,10 +356,50 @@ absl::StatusOr<std::vector<Entry>> LevelDbLogStorage::Entries(Index lo, Index hi
                                                        loaded.value(), " in memory")));
     }
     bytes += entry->ByteSize();
-    if (!out.empty() && bytes > max_bytes) break;
+    if (!out.empty() && bytes > max_bytes) return false;
     out.push_back(*std::move(entry));
   }
-  return out;
+  return true;
+}
+
+void LevelDbLogStorage::UncacheFrom(Index i) {
+  while (!cached_.empty() && cached_.back().index >= i) {
+    cached_bytes_ -= cached_.back().ByteSize();
+    cached_.pop_back();
+  }
+}
+
+void LevelDbLogStorage::UncacheThrough(Index i) {
+  while (!cached_.empty() && cached_.front().index <= i) {
+    cached_bytes_ -= cached_.front().ByteSize();
+    cached_.pop_front();
+  }
+}
+
+void LevelDbLogStorage::Cache(const std::vector<Entry>& entries) {
+  if (entries.empty() || options_.entry_cache_bytes == 0) return;
+  // Only the part of the batch that fits is copied.
+  size_t from = entries.size();
+  uint64_t batch_bytes = 0;
+  while (from > 0 && batch_bytes + entries[from - 1].ByteSize() <= options_.entry_cache_bytes) {
+    batch_bytes += entries[--from].ByteSize();
+  }
+  // The batch replaces the log's suffix from its first entry on; what is
+  // cached before it must end right before it (the cache ends at the last
+  // index), else nothing before it is kept.
+  UncacheFrom(entries.front().index);
+  if (from > 0 || (!cached_.empty() && cached_.back().index + 1 != entries.front().index)) {
+    cached_.clear();
+    cached_bytes_ = 0;
+  }
+  for (size_t k = from; k < entries.size(); ++k) {
+    cached_.push_back(entries[k]);
+    cached_bytes_ += entries[k].ByteSize();
+  }
+  while (cached_bytes_ > options_.entry_cache_bytes) {
+    cached_bytes_ -= cached_.front().ByteSize();
+    cached_.pop_front();
+  }
 }
 
 absl::Status LevelDbLogStorage::CheckWritable() const {
@@ -415,14 +473,17 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
   if (batch.snapshot) {
     if (keep_suffix) {
       terms_.erase(terms_.begin(), terms_.begin() + (batch.snapshot->index - snapshot_.index));
+      UncacheThrough(batch.snapshot->index);
     } else {
       terms_.clear();
+      UncacheFrom(Index(0));
     }
     snapshot_ = *batch.snapshot;
   }
   if (!batch.entries.empty()) {
     terms_.resize(batch.entries.front().index - FirstIndex());
     for (const Entry& e : batch.entries) terms_.push_back(e.term);
+    Cache(batch.entries);
   }
   if (batch.hard_state) hard_state_ = *batch.hard_state;
   return absl::OkStatus();
@@ -446,6 +507,7 @@ absl::Status LevelDbLogStorage::Compact(const SnapshotMeta& meta) {
   wb.Put(ToSlice(storage::kSnapshotMetaKey), EncodeSnapshotMeta(meta));
   if (absl::Status s = Commit(wb, options_.sync, "compact"); !s.ok()) return s;
   terms_.erase(terms_.begin(), terms_.begin() + (meta.index - snapshot_.index));
+  UncacheThrough(meta.index);
   snapshot_ = meta;
   return absl::OkStatus();
 }

@@ -28,9 +28,16 @@ struct MemoryStorage {
   static void Reopen(std::unique_ptr<LogStorage>&, const TempDir&) {}
 };
 
+// LevelDB with its entry cache at a given size: the default (every entry
+// of these tests fits), none (every read goes to LevelDB), and room for
+// about three entries (reads straddle the cache and the disk, and batches
+// overflow it).
+template <uint64_t kEntryCacheBytes>
 struct LevelDbStorage {
   static std::unique_ptr<LogStorage> Open(const TempDir& dir) {
-    auto storage = LevelDbLogStorage::Open(dir.Sub("raft"), LevelDbLogStorage::Options{});
+    LevelDbLogStorage::Options options;
+    options.entry_cache_bytes = kEntryCacheBytes;
+    auto storage = LevelDbLogStorage::Open(dir.Sub("raft"), options);
     EXPECT_TRUE(storage.ok()) << storage.status();
     if (!storage.ok()) return nullptr;
     return *std::move(storage);
@@ -41,11 +48,17 @@ struct LevelDbStorage {
   }
 };
 
+using LevelDbDefaultCache = LevelDbStorage<LevelDbLogStorage::Options{}.entry_cache_bytes>;
+using LevelDbNoCache = LevelDbStorage<0>;
+using LevelDbTinyCache = LevelDbStorage<100>;
+
 struct StorageName {
   template <typename T>
   static std::string GetName(int) {
     if (std::is_same_v<T, MemoryStorage>) return "Memory";
-    return "LevelDb";
+    if (std::is_same_v<T, LevelDbDefaultCache>) return "LevelDb";
+    if (std::is_same_v<T, LevelDbNoCache>) return "LevelDbNoEntryCache";
+    return "LevelDbTinyEntryCache";
   }
 };
 
@@ -136,7 +149,8 @@ class LogStorageConformanceTest : public ::testing::Test {
   std::unique_ptr<LogStorage> storage_;
 };
 
-using Implementations = ::testing::Types<MemoryStorage, LevelDbStorage>;
+using Implementations =
+    ::testing::Types<MemoryStorage, LevelDbDefaultCache, LevelDbNoCache, LevelDbTinyCache>;
 TYPED_TEST_SUITE(LogStorageConformanceTest, Implementations, StorageName);
 
 TYPED_TEST(LogStorageConformanceTest, EmptyLog) {
