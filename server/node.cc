@@ -383,6 +383,21 @@ void Node::ProcessReady() {
     // counts the leader's own entries toward commit only once they are
     // durable (Advance), and a leader's term and vote were made durable
     // before it could win. Everything else waits for the disk.
+    // An AppendEntries without entries that is no heartbeat only tells a
+    // follower the new commit index: nothing waits for it but the
+    // follower's own apply, so it goes out after this node has applied the
+    // committed entries and answered their clients (at one request in
+    // flight, sending it first put two stream writes, ~60 µs here, on every
+    // write's path).
+    std::vector<raft::Message> commit_notices;
+    if (core_->role() == Role::kLeader) {
+      std::vector<raft::Message> rest;
+      for (raft::Message& m : rd.messages) {
+        const bool notice = m.type == raft::MessageType::kAppendEntries && !m.heartbeat && m.entries.empty();
+        (notice ? commit_notices : rest).push_back(std::move(m));
+      }
+      rd.messages = std::move(rest);
+    }
     std::vector<raft::Message> early;
     if (core_->role() == Role::kLeader && (!rd.hard_state || rd.hard_state->current_term.value() == persisted_term_)) {
       std::vector<raft::Message> later;
@@ -426,6 +441,7 @@ void Node::ProcessReady() {
 
     ApplyCommitted(rd.committed_entries);
     if (!fatal_.ok()) return;
+    SendMessages(std::move(commit_notices));
 
     for (const raft::ReadState& rs : rd.read_states) {
       auto it = ops_.find(rs.read_id);
