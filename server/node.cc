@@ -411,12 +411,14 @@ void Node::ProcessReady() {
     raft::PersistBatch batch;
     batch.hard_state = rd.hard_state;
     if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
-    batch.entries = rd.entries;
+    // Lent to the batch, not copied: the Ready needs them back below.
+    batch.entries = std::move(rd.entries);
     batch.sync = rd.must_sync;
     if (batch.hard_state || batch.snapshot || !batch.entries.empty()) {
       const absl::Time persist_start = absl::Now();
       absl::Status persisted = storage_->Persist(batch);
       const absl::Duration persist_time = absl::Now() - persist_start;
+      rd.entries = std::move(batch.entries);
       if (batch.sync) metrics_->fsync_seconds->Observe(absl::ToDoubleSeconds(persist_time));
       if (persist_time > options_.tick_interval && core_->role() != Role::kLeader) {
         // A follower stalled by its own disk must not time out its leader
@@ -506,21 +508,21 @@ void Node::LearnAddresses(const std::vector<raft::Entry>& entries) {
   }
 }
 
-void Node::ApplyCommitted(const std::vector<raft::Entry>& entries) {
+void Node::ApplyCommitted(std::vector<raft::Entry>& entries) {
   if (entries.empty()) return;
   std::vector<kv::ApplyItem> items;
   items.reserve(entries.size());
   // The member list is copied only when a configuration entry is applied:
   // the common batch of client commands pays nothing for it.
   std::optional<MemberList> members;
-  for (const raft::Entry& e : entries) {
+  for (raft::Entry& e : entries) {
     kv::ApplyItem item;
     item.index = e.index.value();
     item.term = e.term.value();
     switch (e.type) {
       case raft::EntryType::kNormal:
         item.type = kv::ApplyItemType::kCommand;
-        item.data = e.data;
+        item.data = std::move(e.data);
         break;
       case raft::EntryType::kNoOp:
         item.type = kv::ApplyItemType::kNoOp;

@@ -182,7 +182,9 @@ class Node : public PeerHandler {
   void Loop();
   void TickUpToNow();
   void ProcessReady();
-  void ApplyCommitted(const std::vector<raft::Entry>& entries);
+  // Takes the entries' data (the state machine gets it without a copy);
+  // their indexes and terms stay.
+  void ApplyCommitted(std::vector<raft::Entry>& entries);
   void InstallSnapshot(const raft::SnapshotMeta& meta);
   void LearnAddresses(const std::vector<raft::Entry>& entries);
   void ServeReads();
