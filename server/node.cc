@@ -285,8 +285,9 @@ void Node::Loop() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      while (!stopping_ && events_.empty() && std::chrono::steady_clock::now() < next_tick_) {
-        cv_.WaitWithTimeout(&mu_, absl::FromChrono(next_tick_ - std::chrono::steady_clock::now()));
+      const auto wake_at = std::min(next_tick_, notices_due_);
+      while (!stopping_ && events_.empty() && std::chrono::steady_clock::now() < wake_at) {
+        cv_.WaitWithTimeout(&mu_, absl::FromChrono(wake_at - std::chrono::steady_clock::now()));
       }
       if (stopping_) {
         // Answer whatever is still queued: every queued request carries a
@@ -319,6 +320,7 @@ void Node::Loop() {
     batch.clear();
     ExpireDeadlines();
     ProcessReady();
+    SendDueNotices(/*all=*/false);
     if (absl::Now() >= next_lag_update_ && core_->role() == Role::kLeader) {
       next_lag_update_ = absl::Now() + absl::Milliseconds(200);
       const raft::NodeStatus st = core_->GetStatus();
@@ -378,26 +380,41 @@ void Node::ProcessReady() {
     if (rd.snapshot) InstallSnapshot(rd.snapshot->meta);
     if (!fatal_.ok()) return;
 
+    // A leader's AppendEntries without entries that is no heartbeat only
+    // tells a follower the new commit index: nothing waits for it but the
+    // follower's own apply. It goes out after this node has applied the
+    // committed entries and answered their clients, and is held a moment
+    // (HoldCommitNotices) in case the next AppendEntries with entries
+    // carries the news anyway. Sent at once, the notices put two stream
+    // writes on every write's path at one request in flight, and the
+    // followers' handling of them (a read, a hard-state write, an apply, an
+    // answer) took the CPU from the next write (bench/RESULTS.md).
+    std::vector<raft::Message> commit_notices;
+    // (follower, commit index) of the other AppendEntries sent this Ready.
+    std::vector<std::pair<uint64_t, raft::Index>> commits_sent;
+    if (core_->role() == Role::kLeader) {
+      std::vector<raft::Message> rest;
+      for (raft::Message& m : rd.messages) {
+        if (m.type != raft::MessageType::kAppendEntries) {
+          rest.push_back(std::move(m));
+        } else if (!m.heartbeat && m.entries.empty()) {
+          commit_notices.push_back(std::move(m));
+        } else {
+          commits_sent.emplace_back(m.to.value(), m.leader_commit);
+          rest.push_back(std::move(m));
+        }
+      }
+      rd.messages = std::move(rest);
+    } else {
+      held_notices_.clear();  // from a leadership this node no longer holds
+      notices_due_ = std::chrono::steady_clock::time_point::max();
+    }
+
     // Thesis §10.2.1: a leader sends AppendEntries for entries it is still
     // writing, so its fsync overlaps its followers'. Safe because the core
     // counts the leader's own entries toward commit only once they are
     // durable (Advance), and a leader's term and vote were made durable
     // before it could win. Everything else waits for the disk.
-    // An AppendEntries without entries that is no heartbeat only tells a
-    // follower the new commit index: nothing waits for it but the
-    // follower's own apply, so it goes out after this node has applied the
-    // committed entries and answered their clients (at one request in
-    // flight, sending it first put two stream writes, ~60 µs here, on every
-    // write's path).
-    std::vector<raft::Message> commit_notices;
-    if (core_->role() == Role::kLeader) {
-      std::vector<raft::Message> rest;
-      for (raft::Message& m : rd.messages) {
-        const bool notice = m.type == raft::MessageType::kAppendEntries && !m.heartbeat && m.entries.empty();
-        (notice ? commit_notices : rest).push_back(std::move(m));
-      }
-      rd.messages = std::move(rest);
-    }
     std::vector<raft::Message> early;
     if (core_->role() == Role::kLeader && (!rd.hard_state || rd.hard_state->current_term.value() == persisted_term_)) {
       std::vector<raft::Message> later;
@@ -443,7 +460,7 @@ void Node::ProcessReady() {
 
     ApplyCommitted(rd.committed_entries);
     if (!fatal_.ok()) return;
-    SendMessages(std::move(commit_notices));
+    HoldCommitNotices(std::move(commit_notices), commits_sent);
 
     for (const raft::ReadState& rs : rd.read_states) {
       auto it = ops_.find(rs.read_id);
@@ -463,6 +480,35 @@ void Node::ProcessReady() {
     MaybeCompact();
   }
   if (!core_->storage_error().ok()) Fatal(core_->storage_error());
+}
+
+void Node::HoldCommitNotices(std::vector<raft::Message> notices,
+                             const std::vector<std::pair<uint64_t, raft::Index>>& commits_sent) {
+  for (raft::Message& n : notices) {
+    auto [it, inserted] = held_notices_.try_emplace(n.to.value(), n);
+    if (!inserted && n.leader_commit >= it->second.leader_commit) it->second = std::move(n);
+  }
+  // Whatever carried a commit index at least as new makes the notice moot.
+  for (const auto& [peer, commit] : commits_sent) {
+    auto it = held_notices_.find(peer);
+    if (it != held_notices_.end() && commit >= it->second.leader_commit) held_notices_.erase(it);
+  }
+  if (held_notices_.empty()) {
+    notices_due_ = std::chrono::steady_clock::time_point::max();
+  } else if (notices_due_ == std::chrono::steady_clock::time_point::max()) {
+    notices_due_ = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.commit_notice_delay);
+  }
+  SendDueNotices(/*all=*/options_.commit_notice_delay <= absl::ZeroDuration());
+}
+
+void Node::SendDueNotices(bool all) {
+  if (held_notices_.empty() || (!all && std::chrono::steady_clock::now() < notices_due_)) return;
+  std::vector<raft::Message> due;
+  due.reserve(held_notices_.size());
+  for (auto& [peer, m] : held_notices_) due.push_back(std::move(m));
+  held_notices_.clear();
+  notices_due_ = std::chrono::steady_clock::time_point::max();
+  SendMessages(std::move(due));
 }
 
 void Node::SendMessages(std::vector<raft::Message> messages) {

@@ -73,6 +73,11 @@ struct NodeOptions {
   uint64_t max_bytes_per_message = 2 << 20;
   int max_inflight_messages = 64;
   bool auto_promote_learners = true;
+  // How long a leader holds a commit notice (an AppendEntries that only
+  // carries a new commit index) for a follower, in case an AppendEntries
+  // with entries, which carries the commit index too, goes to it first.
+  // Only followers' serializable reads see later data; 0 sends at once.
+  absl::Duration commit_notice_delay = absl::Milliseconds(1);
 
   size_t max_key_bytes = 4096;
   size_t max_value_bytes = 1 << 20;
@@ -185,6 +190,11 @@ class Node : public PeerHandler {
   // Takes the entries' data (the state machine gets it without a copy);
   // their indexes and terms stay.
   void ApplyCommitted(std::vector<raft::Entry>& entries);
+  // Holds the leader's commit notices; an AppendEntries with entries to a
+  // follower makes its held notice moot. SendDueNotices sends them once due.
+  void HoldCommitNotices(std::vector<raft::Message> notices,
+                         const std::vector<std::pair<uint64_t, raft::Index>>& commits_sent);
+  void SendDueNotices(bool all);
   void InstallSnapshot(const raft::SnapshotMeta& meta);
   void LearnAddresses(const std::vector<raft::Entry>& entries);
   void ServeReads();
@@ -235,6 +245,10 @@ class Node : public PeerHandler {
   // Ticks follow the monotonic clock: a wall clock stepped back would stop
   // the ticks and stretch a leader's lease (found by the clock-step fault test).
   std::chrono::steady_clock::time_point next_tick_;
+  // Commit notices held back (commit_notice_delay), the newest per
+  // follower, and when they go out.
+  std::map<uint64_t, raft::Message> held_notices_;
+  std::chrono::steady_clock::time_point notices_due_ = std::chrono::steady_clock::time_point::max();
   uint64_t next_op_id_ = 1;
   std::map<uint64_t, std::unique_ptr<PendingOp>> ops_;
   std::map<uint64_t, uint64_t> ops_by_index_;        // proposal index -> op

@@ -108,6 +108,37 @@ TEST_F(IntegrationTest, LinearizableReadOnFollowerSeesAcknowledgedWrite) {
   }
 }
 
+// A follower learns that a lone write committed from the leader's commit
+// notice, which the leader may hold back a moment (--commit-notice-delay-us)
+// but must send: heartbeats here are a second apart, so a notice that
+// never went out would leave each write unseen on the followers far longer
+// than the bound below. Both with the default hold and with none.
+TEST_F(IntegrationTest, FollowersLearnOfALoneWriteWithoutWaitingForAHeartbeat) {
+  for (const char* delay : {"--commit-notice-delay-us=1000", "--commit-notice-delay-us=0"}) {
+    SCOPED_TRACE(delay);
+    ClusterOptions o;
+    o.extra_flags = {"--tick-ms=10", "--heartbeat-ticks=100", "--election-ticks=300", delay};
+    StartCluster(o);
+    for (int i = 0; i < 5; ++i) {
+      const std::string value = "v" + std::to_string(i);
+      ASSERT_TRUE(cluster_->ClientFor(*leader_)->Put("lone", value).ok());
+      for (const auto& [id, n] : cluster_->nodes()) {
+        if (id == *leader_) continue;
+        const absl::Time give_up = absl::Now() + absl::Milliseconds(300);
+        std::string seen;
+        while (seen != value && absl::Now() < give_up) {
+          auto got = cluster_->ClientFor(id)->Get("lone", quorumkv::v1::SERIALIZABLE);
+          ASSERT_TRUE(got.ok()) << got.status();
+          seen = got->value_or("<absent>");
+          if (seen != value) absl::SleepFor(absl::Milliseconds(2));
+        }
+        EXPECT_EQ(seen, value) << "follower " << id << " had not applied the write 300 ms after it was acknowledged";
+      }
+    }
+    cluster_.reset();
+  }
+}
+
 TEST_F(IntegrationTest, KillLeaderUnderWritesLosesNoAcknowledgedWrite) {
   StartCluster(FastCluster());
   std::atomic<bool> stop{false};
