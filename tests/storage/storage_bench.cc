@@ -16,18 +16,25 @@
 namespace quorumkv::raft {
 namespace {
 
+// The log in `tmp`, or null after reporting why to the benchmark.
+std::unique_ptr<LevelDbLogStorage> OpenOrSkip(benchmark::State& state, const testing::TempDir& tmp,
+                                              const LevelDbLogStorage::Options& options) {
+  auto opened = LevelDbLogStorage::Open(tmp.Sub("raft"), options);
+  if (!opened.ok()) {
+    state.SkipWithError(opened.status().ToString().c_str());
+    return nullptr;
+  }
+  return *std::move(opened);
+}
+
 void BM_Persist(benchmark::State& state) {
   const int64_t batch_size = state.range(0);
   const bool sync = state.range(1) != 0;
   testing::TempDir tmp;
   LevelDbLogStorage::Options options;
   options.sync = sync;
-  auto opened = LevelDbLogStorage::Open(tmp.Sub("raft"), options);
-  if (!opened.ok()) {
-    state.SkipWithError(opened.status().ToString().c_str());
-    return;
-  }
-  std::unique_ptr<LevelDbLogStorage> storage = *std::move(opened);
+  std::unique_ptr<LevelDbLogStorage> storage = OpenOrSkip(state, tmp, options);
+  if (storage == nullptr) return;
 
   // One batch, re-indexed every iteration: the timed loop is the Persist
   // (encoding, checksums, LevelDB, fsync), not building test data.
@@ -62,12 +69,8 @@ void BM_EntriesJustWritten(benchmark::State& state) {
   LevelDbLogStorage::Options options;
   options.sync = false;
   if (state.range(1) == 0) options.entry_cache_bytes = 0;
-  auto opened = LevelDbLogStorage::Open(tmp.Sub("raft"), options);
-  if (!opened.ok()) {
-    state.SkipWithError(opened.status().ToString().c_str());
-    return;
-  }
-  std::unique_ptr<LevelDbLogStorage> storage = *std::move(opened);
+  std::unique_ptr<LevelDbLogStorage> storage = OpenOrSkip(state, tmp, options);
+  if (storage == nullptr) return;
   // A log of 10,000 entries behind the batches read, as between two
   // snapshots of a node under load.
   PersistBatch batch;
