@@ -320,7 +320,7 @@ void Node::Loop() {
     batch.clear();
     ExpireDeadlines();
     ProcessReady();
-    SendDueNotices(/*all=*/false);
+    SendDueNotices();
     if (absl::Now() >= next_lag_update_ && core_->role() == Role::kLeader) {
       next_lag_update_ = absl::Now() + absl::Milliseconds(200);
       const raft::NodeStatus st = core_->GetStatus();
@@ -389,40 +389,34 @@ void Node::ProcessReady() {
     // writes on every write's path at one request in flight, and the
     // followers' handling of them (a read, a hard-state write, an apply, an
     // answer) took the CPU from the next write (bench/RESULTS.md).
-    std::vector<raft::Message> commit_notices;
-    // (follower, commit index) of the other AppendEntries sent this Ready.
-    std::vector<std::pair<uint64_t, raft::Index>> commits_sent;
-    if (core_->role() == Role::kLeader) {
-      std::vector<raft::Message> rest;
-      for (raft::Message& m : rd.messages) {
-        if (m.type != raft::MessageType::kAppendEntries) {
-          rest.push_back(std::move(m));
-        } else if (!m.heartbeat && m.entries.empty()) {
-          commit_notices.push_back(std::move(m));
-        } else {
-          commits_sent.emplace_back(m.to.value(), m.leader_commit);
-          rest.push_back(std::move(m));
-        }
-      }
-      rd.messages = std::move(rest);
-    } else {
-      held_notices_.clear();  // from a leadership this node no longer holds
-      notices_due_ = std::chrono::steady_clock::time_point::max();
-    }
-
+    //
     // Thesis §10.2.1: a leader sends AppendEntries for entries it is still
     // writing, so its fsync overlaps its followers'. Safe because the core
     // counts the leader's own entries toward commit only once they are
     // durable (Advance), and a leader's term and vote were made durable
     // before it could win. Everything else waits for the disk.
-    std::vector<raft::Message> early;
-    if (core_->role() == Role::kLeader && (!rd.hard_state || rd.hard_state->current_term.value() == persisted_term_)) {
+    std::vector<raft::Message> commit_notices;
+    // (follower, commit index) of the other AppendEntries sent this Ready.
+    std::vector<std::pair<uint64_t, raft::Index>> commits_sent;
+    if (core_->role() == Role::kLeader) {
+      const bool send_early = !rd.hard_state || rd.hard_state->current_term.value() == persisted_term_;
+      std::vector<raft::Message> early;
       std::vector<raft::Message> later;
       for (raft::Message& m : rd.messages) {
-        (m.type == raft::MessageType::kAppendEntries ? early : later).push_back(std::move(m));
+        if (m.type != raft::MessageType::kAppendEntries) {
+          later.push_back(std::move(m));
+        } else if (!m.heartbeat && m.entries.empty()) {
+          commit_notices.push_back(std::move(m));
+        } else {
+          commits_sent.emplace_back(m.to.value(), m.leader_commit);
+          (send_early ? early : later).push_back(std::move(m));
+        }
       }
       rd.messages = std::move(later);
       SendMessages(std::move(early));
+    } else {
+      held_notices_.clear();  // from a leadership this node no longer holds
+      notices_due_ = std::chrono::steady_clock::time_point::max();
     }
 
     raft::PersistBatch batch;
@@ -498,11 +492,11 @@ void Node::HoldCommitNotices(std::vector<raft::Message> notices,
   } else if (notices_due_ == std::chrono::steady_clock::time_point::max()) {
     notices_due_ = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.commit_notice_delay);
   }
-  SendDueNotices(/*all=*/options_.commit_notice_delay <= absl::ZeroDuration());
+  SendDueNotices();  // at once if the delay is 0
 }
 
-void Node::SendDueNotices(bool all) {
-  if (held_notices_.empty() || (!all && std::chrono::steady_clock::now() < notices_due_)) return;
+void Node::SendDueNotices() {
+  if (held_notices_.empty() || std::chrono::steady_clock::now() < notices_due_) return;
   std::vector<raft::Message> due;
   due.reserve(held_notices_.size());
   for (auto& [peer, m] : held_notices_) due.push_back(std::move(m));

@@ -194,7 +194,7 @@ class Node : public PeerHandler {
   // follower makes its held notice moot. SendDueNotices sends them once due.
   void HoldCommitNotices(std::vector<raft::Message> notices,
                          const std::vector<std::pair<uint64_t, raft::Index>>& commits_sent);
-  void SendDueNotices(bool all);
+  void SendDueNotices();
   void InstallSnapshot(const raft::SnapshotMeta& meta);
   void LearnAddresses(const std::vector<raft::Entry>& entries);
   void ServeReads();

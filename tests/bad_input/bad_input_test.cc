@@ -982,6 +982,15 @@ class DataDir : public ::testing::Test {
 
   // Restarts node 1 and expects it to refuse to start (exit 1) with every
   // fragment in its log.
+  // Rewrites the LevelDB database in `dir` (the node stopped) so that all
+  // its records are in table files.
+  static void CompactIntoTables(const std::string& dir) {
+    leveldb::DB* db = nullptr;
+    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), dir, &db).ok()) << dir;
+    db->CompactRange(nullptr, nullptr);
+    delete db;
+  }
+
   void ExpectRefusesToStart(ProcessCluster& c, const std::vector<std::string>& fragments) {
     ASSERT_TRUE(c.Restart(1));
     std::optional<int> code = c.WaitExit(1, absl::Seconds(15));
@@ -996,13 +1005,8 @@ TEST_F(DataDir, TruncatedRaftLogFile) {
   auto c = StoppedNodeWithData(30);
   ASSERT_NE(c, nullptr);
   const std::string raft_dir = c->node(1).data_dir + "/raft";
-  {
-    // Move everything into a table file, then cut that file in half.
-    leveldb::DB* db = nullptr;
-    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), raft_dir, &db).ok());
-    db->CompactRange(nullptr, nullptr);
-    delete db;
-  }
+  // Move everything into a table file, then cut that file in half.
+  ASSERT_NO_FATAL_FAILURE(CompactIntoTables(raft_dir));
   std::string table;
   for (const auto& f : fs::directory_iterator(raft_dir)) {
     if (f.path().extension() == ".ldb" && (table.empty() || fs::file_size(f.path()) > fs::file_size(table))) {
@@ -1042,12 +1046,7 @@ TEST_F(DataDir, RaftLogCurrentFileLost) {
   auto c = StoppedNodeWithData(30);
   ASSERT_NE(c, nullptr);
   const std::string raft_dir = c->node(1).data_dir + "/raft";
-  {
-    leveldb::DB* db = nullptr;
-    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), raft_dir, &db).ok());
-    db->CompactRange(nullptr, nullptr);  // everything into table files
-    delete db;
-  }
+  ASSERT_NO_FATAL_FAILURE(CompactIntoTables(raft_dir));
   ASSERT_TRUE(fs::remove(raft_dir + "/CURRENT"));
   ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS"});
 }
