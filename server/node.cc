@@ -419,6 +419,26 @@ void Node::ProcessReady() {
       notices_due_ = std::chrono::steady_clock::time_point::max();
     }
 
+    // A leader answers the writes this Ready commits before it writes the
+    // entries this Ready appends: those answers need only entries that are
+    // durable already (the core counts the leader's own entries toward
+    // commit only after Advance), and behind the fsync they waited a whole
+    // disk write for nothing (puts at 16 in flight: p50 2.07 -> 1.92 ms,
+    // bench/RESULTS.md). A follower keeps the order: its answer to the
+    // leader comes first, and its applying can wait. The index test holds
+    // for every leader Ready; it is there so that this can never apply an
+    // entry not yet on disk here. A crash after applying leaves the state
+    // machine ahead of the persisted commit index, which restarts fine
+    // (re-applying is idempotent).
+    const bool apply_first = core_->role() == Role::kLeader && !rd.snapshot &&
+                             (rd.entries.empty() || rd.committed_entries.empty() ||
+                              rd.committed_entries.back().index < rd.entries.front().index);
+    if (apply_first) {
+      ApplyCommitted(rd.committed_entries);
+      if (!fatal_.ok()) return;
+      HoldCommitNotices(std::move(commit_notices), commits_sent);
+    }
+
     raft::PersistBatch batch;
     batch.hard_state = rd.hard_state;
     if (rd.snapshot) batch.snapshot = rd.snapshot->meta;
@@ -452,9 +472,11 @@ void Node::ProcessReady() {
     // Only after the disk write: messages may promise what was persisted.
     SendMessages(std::move(rd.messages));
 
-    ApplyCommitted(rd.committed_entries);
-    if (!fatal_.ok()) return;
-    HoldCommitNotices(std::move(commit_notices), commits_sent);
+    if (!apply_first) {
+      ApplyCommitted(rd.committed_entries);
+      if (!fatal_.ok()) return;
+      HoldCommitNotices(std::move(commit_notices), commits_sent);
+    }
 
     for (const raft::ReadState& rs : rd.read_states) {
       auto it = ops_.find(rs.read_id);

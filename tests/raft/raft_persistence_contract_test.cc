@@ -194,6 +194,36 @@ TEST(Contract, Section10_2_1_FollowerMajorityCommitsWithoutLeaderCopy) {
   EXPECT_EQ(LastAppliedData(net.node(1)), "x");
 }
 
+// Under load a leader's Ready both hands out committed entries and appends
+// new ones; the node answers the committed ones before it writes the new
+// ones (server/node.cc), which is safe only if every committed entry is
+// older than every appended one, whoever acknowledged it.
+TEST(Contract, LeaderHandsOutOnlyEntriesWrittenBeforeTheReady) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  auto x = leader.Propose("x");
+  ASSERT_TRUE(x.ok());
+  net.Drain(1);  // x is durable on the leader, and on its way
+  for (uint64_t peer : {2, 3}) {
+    for (const Message& m : net.Take([&](const Message& m) { return m.to == N(peer); })) net.node(peer).Step(m);
+    for (const Message& ack : OfType(net.node(peer).Drain(), MessageType::kAppendEntriesResponse)) {
+      net.node(1).Step(ack);
+    }
+  }
+  ASSERT_EQ(leader.commit_index(), x->first);
+  // Before the leader's next Ready, more proposals arrive.
+  auto y = leader.Propose("y");
+  auto z = leader.Propose("z");
+  ASSERT_TRUE(y.ok() && z.ok());
+  Ready rd = leader.GetReady();
+  ASSERT_FALSE(rd.committed_entries.empty());
+  ASSERT_FALSE(rd.entries.empty());
+  EXPECT_EQ(rd.committed_entries.back().index, x->first);
+  EXPECT_EQ(rd.entries.front().index, y->first);
+  EXPECT_LT(rd.committed_entries.back().index, rd.entries.front().index);
+}
+
 // A single-voter cluster commits an entry in Advance, once it is durable —
 // never in the Ready that asks to persist it.
 TEST(Contract, SingleVoterCommitsOnlyOnceDurable) {
