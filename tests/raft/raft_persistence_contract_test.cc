@@ -224,6 +224,26 @@ TEST(Contract, LeaderHandsOutOnlyEntriesWrittenBeforeTheReady) {
   EXPECT_LT(rd.committed_entries.back().index, rd.entries.front().index);
 }
 
+// A leader applies before it writes the Ready's hard state (server/node.cc),
+// so a crash can leave its state machine ahead of the persisted commit
+// index. The restarted core starts from the durable commit index and hands
+// the entries above it out again once they are known committed; the state
+// machine skips what it has (kv: kAlreadyApplied).
+TEST(Contract, RestartWithStateMachineAheadOfTheDurableCommitIndex) {
+  auto f = TestNode::WithLog(1, Voters({1, 2, 3}), {1, 1, 1, 1}, HardState{T(1), N(2), I(2)});
+  f->Drain();
+  f->Crash();
+  f->applied_index = I(4);  // applied 3 and 4 before the commit index was written
+  f->Restart();
+  EXPECT_EQ(f->raft().commit_index(), I(2));
+  EXPECT_EQ(f->raft().applied_index(), I(2));
+  f->Step(Heartbeat(2, 1, 1, 4));
+  Ready rd = f->raft().GetReady();
+  ASSERT_EQ(rd.committed_entries.size(), 2u);
+  EXPECT_EQ(rd.committed_entries.front().index, I(3));
+  EXPECT_EQ(rd.committed_entries.back().index, I(4));
+}
+
 // A single-voter cluster commits an entry in Advance, once it is durable —
 // never in the Ready that asks to persist it.
 TEST(Contract, SingleVoterCommitsOnlyOnceDurable) {
