@@ -423,13 +423,15 @@ void Node::ProcessReady() {
     // entries this Ready appends: those answers need only entries that are
     // durable already (the core counts the leader's own entries toward
     // commit only after Advance), and behind the fsync they waited a whole
-    // disk write for nothing (puts at 16 in flight: p50 2.07 -> 1.92 ms,
+    // disk write for nothing (puts at 16 in flight: p50 2.06 -> 1.91 ms,
     // bench/RESULTS.md). A follower keeps the order: its answer to the
     // leader comes first, and its applying can wait. The index test holds
-    // for every leader Ready; it is there so that this can never apply an
-    // entry not yet on disk here. A crash after applying leaves the state
-    // machine ahead of the persisted commit index, which restarts fine
-    // (re-applying is idempotent).
+    // for every leader Ready (tested:
+    // Contract.LeaderHandsOutOnlyEntriesWrittenBeforeTheReady); it is there
+    // so that this can never apply an entry not yet on disk here. A crash
+    // after applying leaves the state machine ahead of the persisted commit
+    // index, which restarts fine (the state machine skips what it has
+    // applied; Contract.RestartWithStateMachineAheadOfTheDurableCommitIndex).
     const bool apply_first = core_->role() == Role::kLeader && !rd.snapshot &&
                              (rd.entries.empty() || rd.committed_entries.empty() ||
                               rd.committed_entries.back().index < rd.entries.front().index);
