@@ -11,10 +11,15 @@
 //  1. persist ready.hard_state, ready.snapshot and ready.entries (one atomic
 //     LogStorage::Persist) before sending any of ready.messages: a vote, an
 //     AppendEntries acknowledgement or a term in a message is a promise that
-//     must survive a crash (Raft Figure 2, "respond after persisting");
-//  2. apply ready.committed_entries only after step 1 (they may include
-//     entries of the same Ready), in order, and install ready.snapshot in
-//     the state machine before applying them;
+//     must survive a crash (Raft Figure 2, "respond after persisting").
+//     A leader's AppendEntries promise nothing about its own log and may go
+//     first (thesis §10.2.1) when the Ready does not change the term;
+//  2. apply ready.committed_entries in order, and install ready.snapshot in
+//     the state machine before applying them. Committed entries that are
+//     among ready.entries (a follower's, possible) wait for step 1; those
+//     older than ready.entries are durable already and may be applied
+//     before it (a leader's always are: its own entries count toward commit
+//     only once durable);
 //  3. answer a client only after its entry is applied on this node, or, for
 //     reads, after this node has applied up to the read state's index;
 //  4. call Advance(ready) once all of the above is done, before the next
