@@ -435,11 +435,14 @@ void Node::ProcessReady() {
     const bool apply_first = core_->role() == Role::kLeader && !rd.snapshot &&
                              (rd.entries.empty() || rd.committed_entries.empty() ||
                               rd.committed_entries.back().index < rd.entries.front().index);
-    if (apply_first) {
+    // Applies, answers, and holds the commit notices; false if the node failed.
+    auto apply_committed = [&] {
       ApplyCommitted(rd.committed_entries);
-      if (!fatal_.ok()) return;
+      if (!fatal_.ok()) return false;
       HoldCommitNotices(std::move(commit_notices), commits_sent);
-    }
+      return true;
+    };
+    if (apply_first && !apply_committed()) return;
 
     raft::PersistBatch batch;
     batch.hard_state = rd.hard_state;
@@ -474,11 +477,7 @@ void Node::ProcessReady() {
     // Only after the disk write: messages may promise what was persisted.
     SendMessages(std::move(rd.messages));
 
-    if (!apply_first) {
-      ApplyCommitted(rd.committed_entries);
-      if (!fatal_.ok()) return;
-      HoldCommitNotices(std::move(commit_notices), commits_sent);
-    }
+    if (!apply_first && !apply_committed()) return;
 
     for (const raft::ReadState& rs : rd.read_states) {
       auto it = ops_.find(rs.read_id);

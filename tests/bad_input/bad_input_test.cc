@@ -980,8 +980,6 @@ class DataDir : public ::testing::Test {
     return c;
   }
 
-  // Restarts node 1 and expects it to refuse to start (exit 1) with every
-  // fragment in its log.
   // Rewrites the LevelDB database in `dir` (the node stopped) so that all
   // its records are in table files.
   static void CompactIntoTables(const std::string& dir) {
@@ -991,6 +989,8 @@ class DataDir : public ::testing::Test {
     delete db;
   }
 
+  // Restarts node 1 and expects it to refuse to start (exit 1) with every
+  // fragment in its log.
   void ExpectRefusesToStart(ProcessCluster& c, const std::vector<std::string>& fragments) {
     ASSERT_TRUE(c.Restart(1));
     std::optional<int> code = c.WaitExit(1, absl::Seconds(15));
