@@ -11,6 +11,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libleveldb-dev libsnappy-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  # tcmalloc for kvserver and kvbench (CMake option QUORUMKV_TCMALLOC)
+  libgoogle-perftools-dev
   # sanitizer and fuzzer builds of the Raft core
   clang libclang-rt-14-dev
   # tests/prometheus: a real Prometheus server (and promtool) scraping a
