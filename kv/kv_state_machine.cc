@@ -319,8 +319,9 @@ absl::StatusOr<std::shared_ptr<DbHandle>> OpenLevelDb(const std::string& path,
 // alone: the resulting state never depends on how entries were batched.
 class BatchApplier {
  public:
-  BatchApplier(leveldb::DB* db, const StoreMeta& meta, const SessionExpiryIndex& expiry)
-      : db_(db), meta_(meta), expiry_(expiry) {}
+  BatchApplier(leveldb::DB* db, const StoreMeta& meta, const SessionExpiryIndex& expiry,
+               KeySizeCache& key_sizes)
+      : db_(db), meta_(meta), expiry_(expiry), key_sizes_(key_sizes) {}
 
   StoreMeta& meta() { return meta_; }
   leveldb::WriteBatch& batch() { return batch_; }
@@ -334,6 +335,11 @@ class BatchApplier {
       }
       if (change.current.has_value()) expiry.insert({change.current->last_active_ms, client_id});
     }
+  }
+
+  // Once the batch is durable: the key size cache learns the keys it wrote.
+  void CommitKeySizes() const {
+    for (const auto& [key, value] : user_overlay_) key_sizes_.Remember(key, StateOf(value));
   }
 
   absl::StatusOr<ApplyResult> ApplyCommand(uint64_t index, absl::string_view data) {
@@ -434,48 +440,73 @@ class BatchApplier {
   }
 
   absl::StatusOr<CommandResult> Execute(const Command& command) {
-    absl::StatusOr<std::optional<std::string>> current = GetUser(command.key);
-    if (!current.ok()) return current.status();
     CommandResult r;
-    r.found = current->has_value();
-    switch (command.type) {
-      case CommandType::kPut:
-        PutUser(command.key, command.value, *current);
-        break;
-      case CommandType::kDelete:
-        if (r.found) DeleteUser(command.key, **current);
-        break;
-      case CommandType::kCompareAndSwap: {
-        const bool matches = command.expected_value.has_value()
-                                 ? (r.found && **current == *command.expected_value)
-                                 : !r.found;
-        if (matches) {
-          PutUser(command.key, command.value, *current);
-          r.swapped = true;
-          r.current_value = command.value;
-        } else {
-          r.current_value = std::move(*current);  // the optional: may be absent
-        }
-        break;
+    if (command.type == CommandType::kCompareAndSwap) {
+      absl::StatusOr<std::optional<std::string>> current = GetUser(command.key);
+      if (!current.ok()) return current.status();
+      r.found = current->has_value();
+      const bool matches = command.expected_value.has_value()
+                               ? (r.found && **current == *command.expected_value)
+                               : !r.found;
+      if (matches) {
+        PutUser(command.key, command.value, StateOf(*current));
+        r.swapped = true;
+        r.current_value = command.value;
+      } else {
+        r.current_value = std::move(*current);  // the optional: may be absent
       }
+      return r;
+    }
+    // A put or a delete needs only whether the key exists and its value's
+    // size, which the key size cache usually knows without a read.
+    absl::StatusOr<KeyState> current = LookUpUser(command.key);
+    if (!current.ok()) return current.status();
+    r.found = current->present;
+    if (command.type == CommandType::kPut) {
+      PutUser(command.key, command.value, *current);
+    } else if (r.found) {
+      DeleteUser(command.key, *current);
     }
     return r;
   }
 
+  static KeyState StateOf(const std::optional<std::string>& value) {
+    return value.has_value() ? KeyState{true, value->size()} : KeyState{};
+  }
+
+  absl::StatusOr<KeyState> LookUpUser(const std::string& key) {
+    if (auto it = user_overlay_.find(key); it != user_overlay_.end()) return StateOf(it->second);
+    if (std::optional<KeyState> cached = key_sizes_.Find(key)) return *cached;
+    absl::StatusOr<std::optional<std::string>> stored = ReadUser(key);
+    if (!stored.ok()) return stored.status();
+    return StateOf(*stored);
+  }
+
   absl::StatusOr<std::optional<std::string>> GetUser(const std::string& key) {
-    auto it = user_overlay_.find(key);
-    if (it != user_overlay_.end()) return it->second;
+    if (auto it = user_overlay_.find(key); it != user_overlay_.end()) return it->second;
+    if (std::optional<KeyState> cached = key_sizes_.Find(key); cached && !cached->present) {
+      return std::optional<std::string>();
+    }
+    return ReadUser(key);
+  }
+
+  // Reads the key from the store as it was before this batch (which is what
+  // the cache mirrors, so the answer is remembered at once).
+  absl::StatusOr<std::optional<std::string>> ReadUser(const std::string& key) {
     std::string value;
     const leveldb::Status s = db_->Get(leveldb::ReadOptions(), UserKey(key), &value);
-    if (s.IsNotFound()) return std::optional<std::string>();
+    if (s.IsNotFound()) {
+      key_sizes_.Remember(key, KeyState{});
+      return std::optional<std::string>();
+    }
     QKV_RETURN_IF_ERROR(FromLevelDb(s, "reading a key to apply a command"));
+    key_sizes_.Remember(key, KeyState{true, value.size()});
     return std::optional<std::string>(std::move(value));
   }
 
-  void PutUser(const std::string& key, const std::string& value,
-               const std::optional<std::string>& previous) {
-    if (previous.has_value()) {
-      meta_.user_bytes -= key.size() + previous->size();
+  void PutUser(const std::string& key, const std::string& value, const KeyState& previous) {
+    if (previous.present) {
+      meta_.user_bytes -= key.size() + previous.value_size;
     } else {
       ++meta_.key_count;
     }
@@ -484,9 +515,9 @@ class BatchApplier {
     user_overlay_[key] = value;
   }
 
-  void DeleteUser(const std::string& key, const std::string& previous) {
+  void DeleteUser(const std::string& key, const KeyState& previous) {
     --meta_.key_count;
-    meta_.user_bytes -= key.size() + previous.size();
+    meta_.user_bytes -= key.size() + previous.value_size;
     batch_.Delete(UserKey(key));
     user_overlay_[key] = std::nullopt;
   }
@@ -527,6 +558,8 @@ class BatchApplier {
   leveldb::DB* const db_;
   StoreMeta meta_;
   const SessionExpiryIndex& expiry_;  // as of before the batch
+  // Mirrors the store as of before the batch until CommitKeySizes.
+  KeySizeCache& key_sizes_;
   leveldb::WriteBatch batch_;
   // Ordered maps: nothing in apply iterates in an unspecified order.
   std::map<std::string, std::optional<std::string>> user_overlay_;
@@ -801,7 +834,7 @@ absl::Status SnapshotWriter::Write(const SnapshotChunk& chunk) {
 // --- KvStateMachine ------------------------------------------------------------
 
 KvStateMachine::KvStateMachine(std::string dir, const KvOptions& options)
-    : dir_(std::move(dir)), options_(options) {}
+    : dir_(std::move(dir)), options_(options), key_sizes_(options.key_size_cache_bytes) {}
 
 KvStateMachine::~KvStateMachine() = default;
 
@@ -888,6 +921,7 @@ absl::Status KvStateMachine::OpenLiveDb() {
   db_ = std::move(db);
   meta_ = std::make_unique<StoreMeta>(meta);
   session_expiry_ = std::move(expiry);
+  key_sizes_.Clear();  // it described the store this one replaces
   broken_ = absl::OkStatus();
   return absl::OkStatus();
 }
@@ -943,7 +977,7 @@ absl::StatusOr<std::vector<ApplyResult>> KvStateMachine::Apply(
 
   std::vector<ApplyResult> results;
   results.reserve(items.size());
-  BatchApplier applier(db->db.get(), meta, session_expiry_);
+  BatchApplier applier(db->db.get(), meta, session_expiry_, key_sizes_);
   bool any = false;
   for (const ApplyItem& item : items) {
     if (item.index <= meta.applied_index) {
@@ -976,6 +1010,7 @@ absl::StatusOr<std::vector<ApplyResult>> KvStateMachine::Apply(
   QKV_RETURN_IF_ERROR(
       FromLevelDb(db->db->Write(write_options, &applier.batch()), "writing applied entries"));
   applier.CommitExpiryIndex(session_expiry_);
+  applier.CommitKeySizes();
   absl::WriterMutexLock lock(&db_mu_);
   *meta_ = applier.meta();
   return results;

@@ -76,6 +76,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "kv/command.h"
+#include "kv/key_size_cache.h"
 #include "kv/snapshot_format.h"
 
 namespace quorumkv::kv {
@@ -113,6 +114,10 @@ struct KvOptions {
   // receiver buffer).
   size_t max_restore_chunk_bytes = 64 << 20;
   uint64_t max_snapshot_field_bytes = 64 << 20;
+
+  // Memory for the key size cache (kv/key_size_cache.h); 0 turns it off
+  // (every put and delete then reads the key's previous value).
+  size_t key_size_cache_bytes = 32 << 20;
 
   // LevelDB tuning.
   size_t write_buffer_bytes = 16 << 20;
@@ -375,6 +380,11 @@ class KvStateMachine {
   // without scanning it. Rebuilt by OpenLiveDb; changed only after the
   // batch that changed the table is written.
   SessionExpiryIndex session_expiry_ ABSL_GUARDED_BY(apply_mu_);
+  // Which user keys the live store holds and their value sizes, for the
+  // recently used ones: what Apply needs to keep key_count and user_bytes
+  // exact without reading the store. Emptied by OpenLiveDb; learns a batch's
+  // writes only after the batch is written.
+  KeySizeCache key_sizes_ ABSL_GUARDED_BY(apply_mu_);
 
   // Names the receiving directories of SnapshotWriters.
   std::atomic<uint64_t> next_restore_id_{0};

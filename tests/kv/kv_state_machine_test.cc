@@ -1,6 +1,9 @@
 #include "kv/kv_state_machine.h"
 
 #include <atomic>
+#include <map>
+#include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -558,6 +561,69 @@ TEST(KvStateMachineTest, ReadsRunConcurrentlyWithApply) {
   reader.join();
   EXPECT_GT(reads.load(), 0);
   EXPECT_EQ(GetOrDie(*sm, "k"), "v200");
+}
+
+// key_count and user_bytes come from the key size cache for most commands
+// (kv/key_size_cache.h): with a cache that rotates every few keys, one that
+// is off and the default one, they stay exactly what the data says, across
+// batches, overwrites of the same key within a batch, deletes of absent
+// keys, compare-and-swaps, and a reopen.
+TEST(KvStateMachineTest, KeyAndByteCountsStayExactWhateverTheKeySizeCacheHolds) {
+  for (size_t budget : {size_t{0}, size_t{200}, KvOptions().key_size_cache_bytes}) {
+    SCOPED_TRACE(budget);
+    TempDir tmp;
+    KvOptions options;
+    options.key_size_cache_bytes = budget;
+    auto sm = OpenOrDie(tmp.path(), options);
+    std::map<std::string, std::string> model;
+    std::mt19937_64 rng(7);
+    uint64_t index = 1;
+    for (int batch = 0; batch < 60; ++batch) {
+      std::vector<Command> commands;
+      const int n = 1 + static_cast<int>(rng() % 12);
+      for (int i = 0; i < n; ++i) {
+        const std::string key = "key" + std::to_string(rng() % 25);
+        const std::string value(rng() % 40, static_cast<char>('a' + rng() % 26));
+        switch (rng() % 4) {
+          case 0:
+          case 1:
+            commands.push_back(Command::Put(key, value));
+            model[key] = value;
+            break;
+          case 2:
+            commands.push_back(Command::Delete(key));
+            model.erase(key);
+            break;
+          default: {
+            // Expects the current value half of the time, so that some swap.
+            auto it = model.find(key);
+            std::optional<std::string> expected;
+            if (it != model.end() && rng() % 2 == 0) expected = it->second;
+            commands.push_back(Command::CompareAndSwap(key, expected, value));
+            if (it == model.end() ? !expected.has_value() : expected == it->second) {
+              model[key] = value;
+            }
+            break;
+          }
+        }
+      }
+      ApplyCommands(*sm, index, commands);
+      index += commands.size();
+      uint64_t bytes = 0;
+      for (const auto& [k, v] : model) bytes += k.size() + v.size();
+      auto stats = sm->Stats();
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      ASSERT_EQ(stats->key_count, model.size()) << "after batch " << batch;
+      ASSERT_EQ(stats->user_bytes, bytes) << "after batch " << batch;
+    }
+    for (const auto& [k, v] : model) EXPECT_EQ(GetOrDie(*sm, k), v);
+    const uint64_t key_count = model.size();
+    sm.reset();
+    sm = OpenOrDie(tmp.path(), options);
+    auto stats = sm->Stats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->key_count, key_count);
+  }
 }
 
 }  // namespace

@@ -199,6 +199,40 @@ TEST(SnapshotTest, RestoreReplacesWhateverTheTargetHad) {
   EXPECT_FALSE(Exists(tmp.Sub("target/state.old")));
 }
 
+// Apply counts keys and bytes from the key size cache (kv/key_size_cache.h);
+// what it learned about the target's own store must not outlive the store.
+TEST(SnapshotTest, KeySizesLearnedBeforeARestoreAreForgotten) {
+  TempDir tmp;
+  auto source = OpenOrDie(tmp.Sub("source"));
+  auto target = OpenOrDie(tmp.Sub("target"));
+  // The target learns: "k" holds 100 bytes, "absent-here" does not exist.
+  ApplyCommands(*target, 1, {Command::Put("k", std::string(100, 'a')),
+                             Command::Delete("absent-here"), Command::Put("k", "b")});
+  ApplyCommands(*target, 4, {Command::Put("k", std::string(100, 'a'))});
+  // The source at a later index: "k" holds 5 bytes, "absent-here" 7.
+  std::vector<Command> fill;
+  for (int i = 0; i < 10; ++i) fill.push_back(Command::Put("k", "12345"));
+  fill.push_back(Command::Put("absent-here", "1234567"));
+  ApplyCommands(*source, 1, fill);
+  ASSERT_TRUE(target->RestoreFromChunks(SnapshotOf(*source)).ok());
+
+  // The same commands on both: a target that still believed its old sizes
+  // would count 95 bytes too many and miss a key.
+  const std::vector<Command> after = {Command::Put("k", "xyz"), Command::Delete("absent-here")};
+  auto on_source = ApplyCommands(*source, 12, after);
+  auto on_target = ApplyCommands(*target, 12, after);
+  ASSERT_EQ(on_target.size(), 2u);
+  EXPECT_TRUE(on_target[1].result.found);
+  auto s = source->Stats();
+  auto t = target->Stats();
+  ASSERT_TRUE(s.ok() && t.ok());
+  EXPECT_EQ(t->key_count, 1u);
+  EXPECT_EQ(t->user_bytes, 4u);  // "k" + "xyz"
+  EXPECT_EQ(t->key_count, s->key_count);
+  EXPECT_EQ(t->user_bytes, s->user_bytes);
+  ExpectSameState(*source, *target);
+}
+
 TEST(SnapshotTest, SnapshotIsPointInTimeWhileApplyGoesOn) {
   TempDir tmp;
   auto source = OpenOrDie(tmp.Sub("source"));
