@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,29 +20,53 @@
 namespace quorumkv::kv {
 namespace {
 
-std::string MakeTempDir() {
-  const char* base = getenv("TMPDIR");
-  std::string templ =
-      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/quorumkv_kv_bench_XXXXXX";
-  if (mkdtemp(templ.data()) == nullptr) return "";
-  return templ;
+// A state machine in a fresh temporary directory, deleted afterwards. On
+// failure the benchmark is marked skipped with the reason and sm() is null.
+class TempStore {
+ public:
+  TempStore(benchmark::State& state, const KvOptions& options) {
+    const char* base = getenv("TMPDIR");
+    dir_ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
+           "/quorumkv_kv_bench_XXXXXX";
+    if (mkdtemp(dir_.data()) == nullptr) {
+      dir_.clear();
+      state.SkipWithError("mkdtemp failed");
+      return;
+    }
+    auto sm = KvStateMachine::Open(dir_, options);
+    if (!sm.ok()) {
+      state.SkipWithError(std::string(sm.status().message()).c_str());
+      return;
+    }
+    sm_ = *std::move(sm);
+  }
+  ~TempStore() {
+    sm_.reset();
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  KvStateMachine* sm() const { return sm_.get(); }
+
+ private:
+  std::string dir_;
+  std::unique_ptr<KvStateMachine> sm_;
+};
+
+// Applies one batch; false (and the benchmark marked failed) on error.
+bool ApplyOrSkip(benchmark::State& state, KvStateMachine& sm,
+                 const std::vector<ApplyItem>& items) {
+  auto results = sm.Apply(items);
+  if (!results.ok()) state.SkipWithError(std::string(results.status().message()).c_str());
+  return results.ok();
 }
 
 void BM_ApplyPutBatch(benchmark::State& state) {
   const int batch_size = static_cast<int>(state.range(0));
   const bool sync = state.range(1) != 0;
-  const std::string dir = MakeTempDir();
-  if (dir.empty()) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
   KvOptions options;
   options.sync_writes = sync;
-  auto sm = KvStateMachine::Open(dir, options);
-  if (!sm.ok()) {
-    state.SkipWithError(std::string(sm.status().message()).c_str());
-    return;
-  }
+  TempStore store(state, options);
+  if (store.sm() == nullptr) return;
   const std::string value(256, 'v');
   uint64_t index = 0;
   std::vector<ApplyItem> items(batch_size);
@@ -59,17 +84,10 @@ void BM_ApplyPutBatch(benchmark::State& state) {
       items[i].data = EncodeCommand(c);
     }
     state.ResumeTiming();
-    auto results = (*sm)->Apply(items);
-    if (!results.ok()) {
-      state.SkipWithError(std::string(results.status().message()).c_str());
-      break;
-    }
+    if (!ApplyOrSkip(state, *store.sm(), items)) break;
   }
   state.SetItemsProcessed(state.iterations() * batch_size);
   state.SetBytesProcessed(state.iterations() * batch_size * 256);
-  sm->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 BENCHMARK(BM_ApplyPutBatch)
@@ -86,19 +104,11 @@ BENCHMARK(BM_ApplyPutBatch)
 void BM_ApplyOverwriteBatch(benchmark::State& state) {
   constexpr int kKeys = 10'000;
   constexpr int kBatch = 20;
-  const std::string dir = MakeTempDir();
-  if (dir.empty()) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
   KvOptions options;
   options.sync_writes = false;
   if (state.range(0) == 0) options.key_size_cache_bytes = 0;
-  auto sm = KvStateMachine::Open(dir, options);
-  if (!sm.ok()) {
-    state.SkipWithError(std::string(sm.status().message()).c_str());
-    return;
-  }
+  TempStore store(state, options);
+  if (store.sm() == nullptr) return;
   const std::string value(256, 'v');
   auto key = [](uint64_t i) {
     std::string k = "key-" + std::to_string(1'000'000'000 + i % kKeys);
@@ -118,10 +128,7 @@ void BM_ApplyOverwriteBatch(benchmark::State& state) {
   };
   for (int first = 0; first < kKeys; first += 1000) {  // preload every key
     auto items = make_batch(1000, [&](int i) { return key(first + i); });
-    if (!(*sm)->Apply(items).ok()) {
-      state.SkipWithError("preload failed");
-      return;
-    }
+    if (!ApplyOrSkip(state, *store.sm(), items)) return;
   }
   uint64_t x = 88172645463325252ull;  // xorshift: the same keys in both variants
   for (auto _ : state) {
@@ -133,16 +140,9 @@ void BM_ApplyOverwriteBatch(benchmark::State& state) {
       return key(x);
     });
     state.ResumeTiming();
-    auto results = (*sm)->Apply(items);
-    if (!results.ok()) {
-      state.SkipWithError(std::string(results.status().message()).c_str());
-      break;
-    }
+    if (!ApplyOrSkip(state, *store.sm(), items)) break;
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
-  sm->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 BENCHMARK(BM_ApplyOverwriteBatch)->ArgName("cache")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
