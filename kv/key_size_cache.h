@@ -1,7 +1,7 @@
 // What the state machine remembers about recently used user keys: whether
 // each exists and the size of its value. That is all a put or a delete needs
 // to keep the store's key and byte counts exact, and a LevelDB read to learn
-// it was ~20 % of a follower's CPU under puts (a memtable skip-list search
+// it was ~16 % of a follower's CPU under puts (a memtable skip-list search
 // that misses the cache at nearly every level).
 //
 // The cache holds only what the live store holds: KvStateMachine fills it

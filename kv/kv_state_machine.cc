@@ -337,7 +337,7 @@ class BatchApplier {
     }
   }
 
-  // Once the batch is durable: the key size cache learns the keys it wrote.
+  // Once the batch is written: the key size cache learns the keys it wrote.
   void CommitKeySizes() const {
     for (const auto& [key, value] : user_overlay_) key_sizes_.Remember(key, StateOf(value));
   }
