@@ -175,10 +175,16 @@ void PeerProxy::AcceptLoop() {
     c->client_fd = fd;
     c->upstream_fd = up;
     Connection* raw = c.get();
+    // Listed before its pumps start: once bytes flow through it, the
+    // connection is visible to ConnectionSources. Only this thread reaps
+    // (until the destructor, which joins it first), so the threads can be
+    // started after the connection is listed.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      connections_.push_back(std::move(c));
+    }
     raw->to_upstream = std::thread([this, raw] { Pump(raw, raw->client_fd, raw->upstream_fd); });
     raw->to_client = std::thread([this, raw] { Pump(raw, raw->upstream_fd, raw->client_fd); });
-    std::lock_guard<std::mutex> lock(mu_);
-    connections_.push_back(std::move(c));
   }
 }
 
