@@ -147,6 +147,8 @@ void Raft::BecomeLeader() {
   round_sent_ticks_.clear();
   quorum_acked_round_ = 0;
   lease_start_tick_ = -1;
+  read_round_voters_.clear();
+  read_round_partial_ = false;
   progress_.clear();
   for (NodeId peer : conf_.voters) {
     if (peer == id_) continue;
@@ -251,6 +253,8 @@ void Raft::TickHeartbeat() {
   if (heartbeat_elapsed_ >= config_.heartbeat_interval_ticks) {
     heartbeat_elapsed_ = 0;
     BroadcastHeartbeat();
+  } else {
+    MaybeWidenReadRound();
   }
 }
 
@@ -725,8 +729,46 @@ void Raft::BroadcastHeartbeat() {
   ++read_round_;
   round_sent_ticks_.emplace_back(read_round_, now_ticks_);
   read_round_requested_ = false;
+  read_round_partial_ = false;
   for (auto& [peer, pr] : progress_) SendHeartbeat(peer);
   OnReadRoundAcked();  // a single-voter cluster acks its own round
+}
+
+// A round for waiting reads: to the voters that answered the last
+// acknowledged round first, as many as a quorum needs besides this node.
+// Safety does not depend on the choice (a read is released only once a
+// quorum acked a round sent after it arrived, whoever answered); liveness
+// does, hence MaybeWidenReadRound. Periodic heartbeats still go to every
+// peer, so elections, CheckQuorum and the lease see what they did before.
+void Raft::SendReadRound() {
+  const size_t quorum = conf_.voters.size() / 2 + 1;
+  const size_t needed = quorum - (conf_.IsVoter(id_) ? 1 : 0);
+  std::vector<NodeId> chosen;
+  for (NodeId v : read_round_voters_) {
+    if (chosen.size() == needed) break;
+    if (v != id_ && conf_.IsVoter(v) && progress_.contains(v)) chosen.push_back(v);
+  }
+  if (chosen.size() < needed) {
+    BroadcastHeartbeat();
+    return;
+  }
+  ++read_round_;
+  round_sent_ticks_.emplace_back(read_round_, now_ticks_);
+  read_round_requested_ = false;
+  read_round_partial_ = true;
+  read_round_sent_tick_ = now_ticks_;
+  for (NodeId v : chosen) SendHeartbeat(v);
+  OnReadRoundAcked();  // a single-voter cluster acks its own round
+}
+
+// A partial round unanswered for a full tick (a chosen voter slowed down,
+// crashed or lost the message) goes to every peer: its reads wait one to
+// two ticks, not a heartbeat interval.
+void Raft::MaybeWidenReadRound() {
+  if (!read_round_partial_ || quorum_acked_round_ >= read_round_) return;
+  if (now_ticks_ - read_round_sent_tick_ < 2) return;
+  read_round_partial_ = false;
+  for (auto& [peer, pr] : progress_) SendHeartbeat(peer);
 }
 
 // Reads that arrive while a round is unanswered wait for the next one,
@@ -738,7 +780,7 @@ bool Raft::ReadRoundDue() const { return read_round_requested_ && quorum_acked_r
 
 void Raft::FlushLeaderMessages() {
   if (role_ != Role::kLeader) return;
-  if (ReadRoundDue()) BroadcastHeartbeat();
+  if (ReadRoundDue()) SendReadRound();
   if (append_pending_ || commit_broadcast_pending_) {
     for (auto& [peer, pr] : progress_) FlushAppendTo(peer, commit_broadcast_pending_);
   }
@@ -1083,6 +1125,12 @@ void Raft::OnReadRoundAcked() {
   const uint64_t acked = QuorumAckedRound();
   if (acked <= quorum_acked_round_) return;
   quorum_acked_round_ = acked;
+  // The voters whose answers made this quorum: the next read round's.
+  read_round_voters_.clear();
+  for (NodeId v : conf_.voters) {
+    auto it = progress_.find(v);
+    if (it != progress_.end() && it->second.acked_round >= acked) read_round_voters_.push_back(v);
+  }
   while (!round_sent_ticks_.empty() && round_sent_ticks_.front().first <= acked) {
     if (round_sent_ticks_.front().first == acked) lease_start_tick_ = round_sent_ticks_.front().second;
     round_sent_ticks_.pop_front();

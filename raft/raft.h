@@ -225,6 +225,8 @@ class Raft {
   void AppendToLeaderLog(std::vector<Entry> entries);
   void OnReadRoundAcked();
   bool ReadRoundDue() const;
+  void SendReadRound();
+  void MaybeWidenReadRound();
   void AddRead(const PendingRead& read, ReadMode mode);
   void ReleaseRead(const PendingRead& read);
   void FlushLeaderMessages();
@@ -296,14 +298,23 @@ class Raft {
 
   // Leader state.
   std::map<NodeId, Progress> progress_;
-  // Heartbeat rounds: each broadcast gets the next round number, and the
-  // tick it was sent at (for the lease). Rounds above the quorum-acked one.
+  // Heartbeat rounds: each round (periodic or for reads) gets the next
+  // number, and the tick it was sent at (for the lease). Rounds above the
+  // quorum-acked one.
   uint64_t read_round_ = 0;
   std::deque<std::pair<uint64_t, int64_t>> round_sent_ticks_;
   uint64_t quorum_acked_round_ = 0;
   int64_t lease_start_tick_ = -1;  // send tick of quorum_acked_round_
   ReadIndexQueue read_queue_;
   bool read_round_requested_ = false;  // reads wait for a round not yet sent
+  // A round asked for by reads goes only to as many voters as a quorum
+  // needs: those that answered the last acknowledged round first. A round
+  // is a message and an answer per follower, and on a busy leader rounds
+  // are most of a linearizable read's cost. If the chosen voters do not
+  // answer within a tick, the round goes to every voter.
+  std::vector<NodeId> read_round_voters_;  // answered the last acked round
+  bool read_round_partial_ = false;        // read_round_ went to a subset
+  int64_t read_round_sent_tick_ = 0;
   NodeId lead_transferee_ = kNoNode;
   int transfer_elapsed_ = 0;
 

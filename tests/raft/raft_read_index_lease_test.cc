@@ -117,7 +117,7 @@ TEST(ReadIndex, Etcd20418_RoundSentBeforeTheReadDoesNotReleaseIt) {
   // R and its answers, holding back what the leader sends next.
   std::vector<Message> later = DeliverRoundHoldingBackTheNext(net, earlier);
   EXPECT_TRUE(net.node(1).read_states.empty()) << "released by a round sent before the read arrived";
-  ASSERT_EQ(later.size(), 2u);
+  ASSERT_EQ(later.size(), 1u) << "a read round goes to one follower: with the leader, a quorum of three";
   ASSERT_GT(later[0].read_round, earlier[0].read_round);
   for (const Message& hb : later) net.Send(hb);
   net.Deliver();
@@ -142,7 +142,7 @@ TEST(ReadIndex, ReadsArrivingDuringARoundShareTheNextRound) {
   std::vector<Message> second = DeliverRoundHoldingBackTheNext(net, first);
   ASSERT_EQ(net.node(1).read_states.size(), 1u);
   EXPECT_EQ(net.node(1).read_states[0].read_id, 1u);
-  ASSERT_EQ(second.size(), 2u) << "one round for the three waiting reads";
+  ASSERT_EQ(second.size(), 1u) << "one round (to one follower) for the three waiting reads";
   for (const Message& hb : second) net.Send(hb);
   net.Deliver();
   EXPECT_EQ(net.node(1).read_states.size(), 4u);
@@ -184,7 +184,7 @@ TEST(ReadIndex, Etcd20418_EveryReadTakesAFreshRound) {
   ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());  // the retry
   net.Drain(1);
   std::vector<Message> hbs = Heartbeats(net.Take([](const Message&) { return true; }));
-  ASSERT_EQ(hbs.size(), 2u);
+  ASSERT_EQ(hbs.size(), 1u);
   EXPECT_GT(hbs[0].read_round, first_round);
   // Acknowledgements of the round that released the first attempt do not
   // release the retry.
@@ -201,6 +201,77 @@ TEST(ReadIndex, Etcd20418_EveryReadTakesAFreshRound) {
 
 // Thesis §6.4: a follower asks the leader; the answer is the leader's commit
 // index (which the follower may not have reached yet).
+// A round asked for by reads goes to as many voters as a quorum needs, the
+// ones whose answers made the last acknowledged round: a message and an
+// answer per follower fewer for every round of a three-node cluster.
+TEST(ReadIndex, ReadRoundGoesToTheVotersThatAnsweredTheLastRoundFirst) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  Raft& leader = net.raft(1);
+  const uint64_t term = leader.term().value();
+  for (const uint64_t fast : {3u, 2u}) {
+    // A periodic round to every peer, answered by `fast` only.
+    net.Tick(1);
+    std::vector<Message> round = Heartbeats(net.Take([](const Message&) { return true; }));
+    ASSERT_EQ(round.size(), 2u) << "periodic heartbeats go to every peer";
+    net.node(1).Step(HeartbeatResponse(fast, 1, term, round[0].read_round));
+    net.Drain(1);
+    net.Take([](const Message&) { return true; });
+
+    ASSERT_TRUE(leader.ReadIndex(fast, ReadMode::kReadIndex).ok());
+    net.Drain(1);
+    std::vector<Message> read_round = Heartbeats(net.Take([](const Message&) { return true; }));
+    ASSERT_EQ(read_round.size(), 1u);
+    EXPECT_EQ(read_round[0].to.value(), fast) << "the follower that answered first";
+    EXPECT_GT(read_round[0].read_round, round[0].read_round);
+    net.Send(read_round[0]);
+    net.Deliver();
+    EXPECT_TRUE(HasReadState(net.node(1), fast));
+  }
+}
+
+TEST(ReadIndex, ReadRoundOfFiveVotersGoesToTwoFollowers) {
+  Network net({1, 2, 3, 4, 5});
+  net.Elect(1);
+  net.TickAll(1);
+  ASSERT_TRUE(net.raft(1).ReadIndex(9, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> round = Heartbeats(std::vector<Message>(net.queue().begin(), net.queue().end()));
+  EXPECT_EQ(round.size(), 2u) << "two followers and the leader: a quorum of five";
+  net.Deliver();
+  EXPECT_TRUE(HasReadState(net.node(1), 9));
+}
+
+// The voters a read round went to may have crashed or slowed down since
+// they last answered: a round they leave unanswered for a full tick goes
+// to every peer, so its reads wait a tick or two, not a heartbeat interval.
+TEST(ReadIndex, UnansweredReadRoundWidensToEveryVoterAfterATick) {
+  NetworkOptions options;
+  options.tweak = [](Config& c) { c.heartbeat_interval_ticks = 5; };
+  Network net({1, 2, 3}, options);
+  net.Elect(1);
+  net.TickAll(5);  // a periodic round, answered
+  Raft& leader = net.raft(1);
+  ASSERT_TRUE(leader.ReadIndex(1, ReadMode::kReadIndex).ok());
+  net.Drain(1);
+  std::vector<Message> lost = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(lost.size(), 1u);
+  const uint64_t round = lost[0].read_round;
+
+  net.Tick(1);  // under a full tick since the send: no change
+  EXPECT_TRUE(Heartbeats(net.Take([](const Message&) { return true; })).empty());
+  net.Tick(1);
+  std::vector<Message> widened = Heartbeats(net.Take([](const Message&) { return true; }));
+  ASSERT_EQ(widened.size(), 2u) << "the same round, now to both followers";
+  for (const Message& hb : widened) EXPECT_EQ(hb.read_round, round);
+  // The follower the round first skipped answers: the read is released.
+  for (const Message& hb : widened) {
+    if (hb.to != lost[0].to) net.Send(hb);
+  }
+  net.Deliver();
+  EXPECT_TRUE(HasReadState(net.node(1), 1));
+}
+
 TEST(ReadIndex, Section6_4_FollowerReadGetsLeadersCommitIndex) {
   Network net({1, 2, 3});
   net.Elect(1);
