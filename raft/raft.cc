@@ -1168,13 +1168,15 @@ bool Raft::QuorumRecentlyActive(int within_ticks) const {
   return now_ticks_ - QuorumLastContactTick() < within_ticks;
 }
 
-bool Raft::LeaseValid() const {
+int64_t Raft::LeaseTicksLeft() const {
   // The lease starts when the quorum-acked round was *sent* and is shorter
   // than the election timeout by the drift margin; voters that acked it
   // refuse votes for a full election timeout after receiving it.
-  return role_ == Role::kLeader && lead_transferee_ == kNoNode && !timeout_now_sent_ &&
-         conf_.IsVoter(id_) && CommittedEntryInCurrentTerm() && lease_start_tick_ >= 0 &&
-         now_ticks_ < lease_start_tick_ + config_.lease_ticks();
+  if (role_ != Role::kLeader || lead_transferee_ != kNoNode || timeout_now_sent_ || !conf_.IsVoter(id_) ||
+      !CommittedEntryInCurrentTerm() || lease_start_tick_ < 0) {
+    return 0;
+  }
+  return std::max<int64_t>(0, lease_start_tick_ + config_.lease_ticks() - now_ticks_);
 }
 
 bool Raft::HeardFromLeaderRecently() const {

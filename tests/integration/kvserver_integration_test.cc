@@ -321,6 +321,42 @@ TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   EXPECT_TRUE(barrier_marked) << "no UNAVAILABLE ReadIndex carried quorumkv-not-proposed";
 }
 
+// While its lease holds, the leader answers lease reads on the gRPC thread
+// that received them, from the store as it is: every write acknowledged
+// before the read, through whichever node, must be in it. Once the
+// followers are gone and the lease has run out, no lease read is served.
+TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) {
+  StartCluster(FastCluster());
+  std::vector<uint64_t> ids;
+  for (const auto& [id, n] : cluster_->nodes()) ids.push_back(id);
+  auto leader = cluster_->ClientFor(*leader_);
+  for (int i = 0; i < 60; ++i) {
+    const uint64_t via = ids[static_cast<size_t>(i) % ids.size()];
+    const std::string value = "v" + std::to_string(i);
+    ASSERT_TRUE(cluster_->ClientFor(via)->Put("lease-key", value).ok()) << "write " << i;
+    auto got = leader->Get("lease-key", quorumkv::v1::LEASE);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->value_or(""), value) << "write " << i << " went through node " << via;
+  }
+
+  for (uint64_t id : ids) {
+    if (id != *leader_) cluster_->Kill(id);
+  }
+  // FastCluster's lease: election 30 ticks - drift 6 = 24 ticks of 10 ms
+  // from the send of the last acknowledged round.
+  absl::SleepFor(absl::Milliseconds(400));
+  auto channel = grpc::CreateChannel(cluster_->node(*leader_).client_endpoint(), grpc::InsecureChannelCredentials());
+  auto stub = quorumkv::v1::KV::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  quorumkv::v1::GetRequest req;
+  req.set_key("lease-key");
+  req.set_consistency(quorumkv::v1::LEASE);
+  quorumkv::v1::GetResponse resp;
+  grpc::Status s = stub->Get(&ctx, req, &resp);
+  EXPECT_NE(s.error_code(), grpc::StatusCode::OK) << "a lease read served after the lease ran out";
+}
+
 TEST_F(IntegrationTest, BadInputGetsInvalidArgument) {
   StartCluster(FastCluster());
   auto c = cluster_->Client();

@@ -427,6 +427,46 @@ TEST(Lease, Section6_4_1_NoLeaseAfterTimeoutNowSent) {
   EXPECT_TRUE(net.node(1).read_states.empty());
 }
 
+// LeaseTicksLeft is what a driver serving lease reads off the core's
+// thread goes by: it counts down with the ticks from the send of the last
+// acknowledged round, and is 0 exactly when LeaseValid is false.
+TEST(Lease, TicksLeftCountDownToTheLeasesEnd) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);  // a round sent and acknowledged at this tick
+  Raft& leader = net.raft(1);
+  net.Isolate(1);
+  for (int64_t left = kLease; left > 0; --left) {
+    EXPECT_EQ(leader.LeaseTicksLeft(), left);
+    EXPECT_TRUE(leader.LeaseValid());
+    net.Tick(1);
+  }
+  EXPECT_EQ(leader.LeaseTicksLeft(), 0);
+  EXPECT_FALSE(leader.LeaseValid());
+  net.Tick(1);
+  EXPECT_EQ(leader.LeaseTicksLeft(), 0) << "never negative";
+}
+
+// No ticks left once a transfer starts (before TimeoutNow is even sent), on
+// a follower, or on a leader that has not committed in its term.
+TEST(Lease, NoTicksLeftDuringATransferOnAFollowerOrBeforeTheFirstCommit) {
+  Network net({1, 2, 3});
+  net.Elect(1);
+  net.TickAll(1);
+  Raft& leader = net.raft(1);
+  ASSERT_GT(leader.LeaseTicksLeft(), 0);
+  EXPECT_EQ(net.raft(2).LeaseTicksLeft(), 0);
+  ASSERT_TRUE(leader.TransferLeadership(N(2)).ok());
+  EXPECT_EQ(leader.LeaseTicksLeft(), 0);
+
+  Network fresh({1, 2, 3});
+  fresh.drop = [](const Message& m) { return m.type == MessageType::kAppendEntriesResponse && !m.heartbeat; };
+  fresh.Elect(1);
+  fresh.TickAll(2);  // rounds acknowledged, the no-op not committed
+  ASSERT_LT(fresh.raft(1).commit_index(), fresh.raft(1).last_index());
+  EXPECT_EQ(fresh.raft(1).LeaseTicksLeft(), 0);
+}
+
 // Writes are refused (FAILED_PRECONDITION) once the leader has not heard
 // from a quorum within the lease: they likely cannot commit.
 TEST(Lease, Section6_4_1_WritesRefusedWhenLeaderLostQuorumContact) {
