@@ -982,17 +982,27 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
   // through the node thread. A lease read is linearizable here because
   // every write this or an earlier leader acknowledged is applied in the
   // store (PublishLease) and no other leader can exist before the lease
-  // ends; a serializable one may be stale.
-  const bool lease_here = consistency == ReadConsistency::kLease && LeaseHeld();
-  if (consistency == ReadConsistency::kSerializable || lease_here) {
-    (lease_here ? metrics_->lease_reads : metrics_->serializable_reads)->Increment();
+  // ends; as PITFALLS asks, the lease must still hold once the value is
+  // read, or the read takes the node thread's path. A serializable read
+  // may be stale.
+  if (consistency == ReadConsistency::kSerializable ||
+      (consistency == ReadConsistency::kLease && LeaseHeld())) {
     auto value = kv_->Get(key);
     if (!value.ok()) {
       done(value.status());
       return;
     }
-    done(ReadOutcome{*value, kv_->applied_index(), Info()});
-    return;
+    const uint64_t applied = kv_->applied_index();
+    if (consistency == ReadConsistency::kSerializable) {
+      metrics_->serializable_reads->Increment();
+      done(ReadOutcome{*value, applied, Info()});
+      return;
+    }
+    if (LeaseHeld()) {
+      metrics_->lease_reads->Increment();
+      done(ReadOutcome{*value, applied, Info()});
+      return;
+    }
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
     done(TooManyPendingError());
