@@ -353,7 +353,7 @@ void Node::ProcessReady() {
     raft::Ready rd = core_->GetReady();
     // Before this Ready's messages go out: a TimeoutNow among them ends the
     // lease (its target may be elected at once), and so must the callers'.
-    PublishLease();
+    if (core_->LeaseTicksLeft() == 0) lease_until_ns_.store(0, std::memory_order_release);
     if (rd.soft_state) {
       const uint64_t old_leader = leader_id_.load();
       LOG_INFO("node %llu is %s in term %llu, leader %llu",
@@ -707,7 +707,10 @@ int64_t SteadyNowNs() {
 // next tick is due at next_tick_, so the lease ends when tick `left` is due.
 // Only once everything committed is applied: reads off the node thread
 // come from the store as it is, which must hold every write acknowledged
-// in this term and the ones of earlier leaders (etcd #7331).
+// in this term and the ones of earlier leaders (etcd #7331). Between two
+// calls the end only moves later (a later round acknowledged) or the lease
+// ends (LeaseTicksLeft 0: a transfer, a step-down), which ProcessReady
+// publishes at once.
 void Node::PublishLease() {
   int64_t until = 0;
   const int64_t left = fatal_.ok() ? core_->LeaseTicksLeft() : 0;
