@@ -351,9 +351,13 @@ void Node::TickUpToNow() {
 void Node::ProcessReady() {
   while (fatal_.ok() && core_->HasReady()) {
     raft::Ready rd = core_->GetReady();
-    // Before this Ready's messages go out: a TimeoutNow among them ends the
-    // lease (its target may be elected at once), and so must the callers'.
-    if (core_->LeaseTicksLeft() == 0) lease_until_ns_.store(0, std::memory_order_release);
+    // Before this Ready's messages go out. A TimeoutNow among them ends the
+    // lease (its target may be elected at once). And they may tell a
+    // follower a commit index (a read index, leader_commit) above what the
+    // store holds yet: a read there could then see a write that a lease read
+    // here, after it, would miss (found by fault_test seed 22 when only the
+    // first reason was checked here).
+    PublishLease();
     if (rd.soft_state) {
       const uint64_t old_leader = leader_id_.load();
       LOG_INFO("node %llu is %s in term %llu, leader %llu",
@@ -705,12 +709,11 @@ int64_t SteadyNowNs() {
 
 // The core's lease holds while fewer than `left` more ticks happen; the
 // next tick is due at next_tick_, so the lease ends when tick `left` is due.
-// Only once everything committed is applied: reads off the node thread
-// come from the store as it is, which must hold every write acknowledged
-// in this term and the ones of earlier leaders (etcd #7331). Between two
-// calls the end only moves later (a later round acknowledged) or the lease
-// ends (LeaseTicksLeft 0: a transfer, a step-down), which ProcessReady
-// publishes at once.
+// Only while everything committed is applied: reads off the node thread
+// come from the store as it is, which must hold every write that any
+// completed operation may have seen: acknowledged in this term or by
+// earlier leaders (etcd #7331), or read elsewhere at a read index this
+// leader handed out.
 void Node::PublishLease() {
   int64_t until = 0;
   const int64_t left = fatal_.ok() ? core_->LeaseTicksLeft() : 0;
