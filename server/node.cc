@@ -299,7 +299,6 @@ void Node::Loop() {
       if (!shutting_down_) batch.swap(events_);
     }
     if (shutting_down_) {
-      lease_until_ns_ = 0;
       for (auto& e : batch) e();
       return;
     }
@@ -321,7 +320,6 @@ void Node::Loop() {
     batch.clear();
     ExpireDeadlines();
     ProcessReady();
-    PublishLease();
     SendDueNotices();
     if (absl::Now() >= next_lag_update_ && core_->role() == Role::kLeader) {
       next_lag_update_ = absl::Now() + absl::Milliseconds(200);
@@ -351,13 +349,6 @@ void Node::TickUpToNow() {
 void Node::ProcessReady() {
   while (fatal_.ok() && core_->HasReady()) {
     raft::Ready rd = core_->GetReady();
-    // Before this Ready's messages go out. A TimeoutNow among them ends the
-    // lease (its target may be elected at once). And they may tell a
-    // follower a commit index (a read index, leader_commit) above what the
-    // store holds yet: a read there could then see a write that a lease read
-    // here, after it, would miss (found by fault_test seed 22 when only the
-    // first reason was checked here).
-    PublishLease();
     if (rd.soft_state) {
       const uint64_t old_leader = leader_id_.load();
       LOG_INFO("node %llu is %s in term %llu, leader %llu",
@@ -700,36 +691,6 @@ void Node::InstallSnapshot(const raft::SnapshotMeta& meta) {
            static_cast<unsigned long long>(meta.term.value()), absl::ToDoubleMilliseconds(absl::Now() - start));
 }
 
-namespace {
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
-
-// The core's lease holds while fewer than `left` more ticks happen; the
-// next tick is due at next_tick_, so the lease ends when tick `left` is due.
-// Only while everything committed is applied: reads off the node thread
-// come from the store as it is, which must hold every write that any
-// completed operation may have seen: acknowledged in this term or by
-// earlier leaders (etcd #7331), or read elsewhere at a read index this
-// leader handed out.
-void Node::PublishLease() {
-  int64_t until = 0;
-  const int64_t left = fatal_.ok() ? core_->LeaseTicksLeft() : 0;
-  if (left > 0 && kv_->applied_index() >= core_->commit_index().value()) {
-    const int64_t next_tick_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(next_tick_.time_since_epoch()).count();
-    until = next_tick_ns + (left - 1) * absl::ToInt64Nanoseconds(options_.tick_interval);
-  }
-  lease_until_ns_.store(until, std::memory_order_release);
-}
-
-bool Node::LeaseHeld() const {
-  const int64_t until = lease_until_ns_.load(std::memory_order_acquire);
-  return until != 0 && SteadyNowNs() < until;
-}
-
 void Node::ServeReads() {
   const uint64_t applied = kv_->applied_index();
   while (!reads_waiting_.empty() && reads_waiting_.begin()->first <= applied) {
@@ -983,32 +944,17 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
     done(FailedNodeError());
     return;
   }
-  // A serializable read, or a lease read while this leader's lease holds,
-  // is served from the applied state on the caller's thread: no trip
-  // through the node thread. A lease read is linearizable here because
-  // every write this or an earlier leader acknowledged is applied in the
-  // store (PublishLease) and no other leader can exist before the lease
-  // ends; as PITFALLS asks, the lease must still hold once the value is
-  // read, or the read takes the node thread's path. A serializable read
-  // may be stale.
-  if (consistency == ReadConsistency::kSerializable ||
-      (consistency == ReadConsistency::kLease && LeaseHeld())) {
+  if (consistency == ReadConsistency::kSerializable) {
+    // This node's applied state, served on the caller's thread: no Raft
+    // round, may be stale.
+    metrics_->serializable_reads->Increment();
     auto value = kv_->Get(key);
     if (!value.ok()) {
       done(value.status());
       return;
     }
-    const uint64_t applied = kv_->applied_index();
-    if (consistency == ReadConsistency::kSerializable) {
-      metrics_->serializable_reads->Increment();
-      done(ReadOutcome{*value, applied, Info()});
-      return;
-    }
-    if (LeaseHeld()) {
-      metrics_->lease_reads->Increment();
-      done(ReadOutcome{*value, applied, Info()});
-      return;
-    }
+    done(ReadOutcome{*value, kv_->applied_index(), Info()});
+    return;
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
     done(TooManyPendingError());

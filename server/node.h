@@ -198,9 +198,6 @@ class Node : public PeerHandler {
   void InstallSnapshot(const raft::SnapshotMeta& meta);
   void LearnAddresses(const std::vector<raft::Entry>& entries);
   void ServeReads();
-  // Publishes how long lease reads may be served on the callers' threads.
-  void PublishLease();
-  bool LeaseHeld() const;
   void ExpireDeadlines();
   void MaybeCompact();
   void Fatal(absl::Status status);
@@ -271,11 +268,6 @@ class Node : public PeerHandler {
   std::atomic<uint64_t> commit_index_{0};
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<bool> failed_{false};
-  // Until when (steady clock, ns) this leader's lease holds, as of the
-  // node thread's last look at the core; 0: no lease. Read() serves a
-  // lease read on the caller's thread before then, by the same clock the
-  // ticks follow, so a stalled node thread does not stretch the lease.
-  std::atomic<int64_t> lease_until_ns_{0};
 };
 
 }  // namespace quorumkv::server

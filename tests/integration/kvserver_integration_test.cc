@@ -321,10 +321,10 @@ TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   EXPECT_TRUE(barrier_marked) << "no UNAVAILABLE ReadIndex carried quorumkv-not-proposed";
 }
 
-// While its lease holds, the leader answers lease reads on the gRPC thread
-// that received them, from the store as it is: every write acknowledged
-// before the read, through whichever node, must be in it. Once the
-// followers are gone and the lease has run out, no lease read is served.
+// While its lease holds, the leader answers lease reads without a round:
+// every write acknowledged before the read, through whichever node, must
+// be in the answer. Once the followers are gone and the lease has run out,
+// no lease read is served.
 TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) {
   StartCluster(FastCluster());
   std::vector<uint64_t> ids;

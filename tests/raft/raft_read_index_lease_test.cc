@@ -427,8 +427,7 @@ TEST(Lease, Section6_4_1_NoLeaseAfterTimeoutNowSent) {
   EXPECT_TRUE(net.node(1).read_states.empty());
 }
 
-// LeaseTicksLeft is what a driver serving lease reads off the core's
-// thread goes by: it counts down with the ticks from the send of the last
+// LeaseTicksLeft counts down with the ticks from the send of the last
 // acknowledged round, and is 0 exactly when LeaseValid is false.
 TEST(Lease, TicksLeftCountDownToTheLeasesEnd) {
   Network net({1, 2, 3});
