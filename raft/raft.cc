@@ -725,39 +725,37 @@ void Raft::SendHeartbeat(NodeId to) {
   Send(std::move(m));
 }
 
-void Raft::BroadcastHeartbeat() {
-  ++read_round_;
-  round_sent_ticks_.emplace_back(read_round_, now_ticks_);
-  read_round_requested_ = false;
-  read_round_partial_ = false;
-  for (auto& [peer, pr] : progress_) SendHeartbeat(peer);
-  OnReadRoundAcked();  // a single-voter cluster acks its own round
-}
+void Raft::BroadcastHeartbeat() { SendRound(std::nullopt); }
 
-// A round for waiting reads: to the voters that answered the last
-// acknowledged round first, as many as a quorum needs besides this node.
-// Safety does not depend on the choice (a read is released only once a
-// quorum acked a round sent after it arrived, whoever answered); liveness
-// does, hence MaybeWidenReadRound. Periodic heartbeats still go to every
-// peer, so elections, CheckQuorum and the lease see what they did before.
+// A round for waiting reads goes to the voters that answered the last
+// acknowledged round first, as many as a quorum needs besides this node
+// (to every peer while too few are known). Safety does not depend on the
+// choice (a read is released only once a quorum acked a round sent after it
+// arrived, whoever answered); liveness does, hence MaybeWidenReadRound.
+// Periodic heartbeats still go to every peer, so elections, CheckQuorum and
+// the lease see what they did before.
 void Raft::SendReadRound() {
-  const size_t quorum = conf_.voters.size() / 2 + 1;
-  const size_t needed = quorum - (conf_.IsVoter(id_) ? 1 : 0);
+  const size_t needed = conf_.voters.size() / 2 + 1 - (conf_.IsVoter(id_) ? 1 : 0);
   std::vector<NodeId> chosen;
   for (NodeId v : read_round_voters_) {
     if (chosen.size() == needed) break;
-    if (v != id_ && conf_.IsVoter(v) && progress_.contains(v)) chosen.push_back(v);
+    if (conf_.IsVoter(v) && progress_.contains(v)) chosen.push_back(v);
   }
-  if (chosen.size() < needed) {
-    BroadcastHeartbeat();
-    return;
-  }
+  SendRound(chosen.size() == needed ? std::optional(std::move(chosen)) : std::nullopt);
+}
+
+// Starts the next round: to `voters`, or to every peer.
+void Raft::SendRound(std::optional<std::vector<NodeId>> voters) {
   ++read_round_;
   round_sent_ticks_.emplace_back(read_round_, now_ticks_);
   read_round_requested_ = false;
-  read_round_partial_ = true;
+  read_round_partial_ = voters.has_value();
   read_round_sent_tick_ = now_ticks_;
-  for (NodeId v : chosen) SendHeartbeat(v);
+  if (voters) {
+    for (NodeId v : *voters) SendHeartbeat(v);
+  } else {
+    for (auto& [peer, pr] : progress_) SendHeartbeat(peer);
+  }
   OnReadRoundAcked();  // a single-voter cluster acks its own round
 }
 

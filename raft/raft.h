@@ -229,6 +229,7 @@ class Raft {
   void OnReadRoundAcked();
   bool ReadRoundDue() const;
   void SendReadRound();
+  void SendRound(std::optional<std::vector<NodeId>> voters);
   void MaybeWidenReadRound();
   void AddRead(const PendingRead& read, ReadMode mode);
   void ReleaseRead(const PendingRead& read);

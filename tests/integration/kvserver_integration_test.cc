@@ -28,6 +28,24 @@ ClusterOptions FastCluster(int nodes = 3) {
   return o;
 }
 
+// A stub straight to one node, without the client library's retries and
+// redirects: what that node itself answers.
+std::unique_ptr<quorumkv::v1::KV::Stub> NodeStub(ProcessCluster& c, uint64_t id) {
+  return quorumkv::v1::KV::NewStub(
+      grpc::CreateChannel(c.node(id).client_endpoint(), grpc::InsecureChannelCredentials()));
+}
+
+// One Get through `stub` with a 2 s deadline; `ctx` keeps the trailers.
+grpc::Status GetOnce(quorumkv::v1::KV::Stub& stub, const std::string& key, Consistency consistency,
+                     grpc::ClientContext* ctx) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  quorumkv::v1::GetRequest req;
+  req.set_key(key);
+  req.set_consistency(consistency);
+  quorumkv::v1::GetResponse resp;
+  return stub.Get(ctx, req, &resp);
+}
+
 std::string Dump(ProcessCluster& c) {
   std::string out;
   for (const auto& [id, n] : c.nodes()) out += c.LogTail(id, 15);
@@ -287,8 +305,7 @@ TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   // The survivor loses its quorum; it stays leader or candidate, but
   // confirms no read and commits no write.
   for (uint64_t id : followers) cluster_->Kill(id);
-  auto channel = grpc::CreateChannel(cluster_->node(*leader_).client_endpoint(), grpc::InsecureChannelCredentials());
-  auto stub = quorumkv::v1::KV::NewStub(channel);
+  auto stub = NodeStub(*cluster_, *leader_);
   auto refused = [](const grpc::ClientContext& ctx) {
     const auto& t = ctx.GetServerTrailingMetadata();
     return t.find("quorumkv-not-proposed") != t.end();
@@ -299,11 +316,7 @@ TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   while (absl::Now() < deadline && !(read_marked && barrier_marked)) {
     {
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      quorumkv::v1::GetRequest req;
-      req.set_key("k");
-      quorumkv::v1::GetResponse resp;
-      grpc::Status s = stub->Get(&ctx, req, &resp);
+      grpc::Status s = GetOnce(*stub, "k", quorumkv::v1::LINEARIZABLE, &ctx);
       ASSERT_NE(s.error_code(), grpc::StatusCode::OK) << "a read confirmed without a quorum";
       if (s.error_code() == grpc::StatusCode::UNAVAILABLE) read_marked = read_marked || refused(ctx);
     }
@@ -345,15 +358,8 @@ TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) 
   // FastCluster's lease: election 30 ticks - drift 6 = 24 ticks of 10 ms
   // from the send of the last acknowledged round.
   absl::SleepFor(absl::Milliseconds(400));
-  auto channel = grpc::CreateChannel(cluster_->node(*leader_).client_endpoint(), grpc::InsecureChannelCredentials());
-  auto stub = quorumkv::v1::KV::NewStub(channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  quorumkv::v1::GetRequest req;
-  req.set_key("lease-key");
-  req.set_consistency(quorumkv::v1::LEASE);
-  quorumkv::v1::GetResponse resp;
-  grpc::Status s = stub->Get(&ctx, req, &resp);
+  grpc::Status s = GetOnce(*NodeStub(*cluster_, *leader_), "lease-key", quorumkv::v1::LEASE, &ctx);
   EXPECT_NE(s.error_code(), grpc::StatusCode::OK) << "a lease read served after the lease ran out";
 }
 

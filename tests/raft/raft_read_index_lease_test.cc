@@ -199,8 +199,6 @@ TEST(ReadIndex, Etcd20418_EveryReadTakesAFreshRound) {
   EXPECT_EQ(net.node(1).read_states[1].read_index, commit);  // fresh index too
 }
 
-// Thesis §6.4: a follower asks the leader; the answer is the leader's commit
-// index (which the follower may not have reached yet).
 // A round asked for by reads goes to as many voters as a quorum needs, the
 // ones whose answers made the last acknowledged round: a message and an
 // answer per follower fewer for every round of a three-node cluster.
@@ -272,6 +270,8 @@ TEST(ReadIndex, UnansweredReadRoundWidensToEveryVoterAfterATick) {
   EXPECT_TRUE(HasReadState(net.node(1), 1));
 }
 
+// Thesis §6.4: a follower asks the leader; the answer is the leader's commit
+// index (which the follower may not have reached yet).
 TEST(ReadIndex, Section6_4_FollowerReadGetsLeadersCommitIndex) {
   Network net({1, 2, 3});
   net.Elect(1);
