@@ -181,7 +181,8 @@ class Raft {
   // Whether a lease read would be served now (leader only).
   bool LeaseValid() const { return LeaseTicksLeft() > 0; }
   // Ticks until the lease ends: the lease holds while fewer than this many
-  // more ticks happen (0: no lease now).
+  // more ticks happen (0: no lease now). For drivers that serve lease reads
+  // off the core's thread, by a clock that follows the ticks.
   int64_t LeaseTicksLeft() const;
   NodeStatus GetStatus() const;
   // The whole log (durable and not yet durable), read-only: for tests and

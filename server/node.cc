@@ -299,6 +299,7 @@ void Node::Loop() {
       if (!shutting_down_) batch.swap(events_);
     }
     if (shutting_down_) {
+      lease_until_ns_ = 0;
       for (auto& e : batch) e();
       return;
     }
@@ -321,6 +322,7 @@ void Node::Loop() {
     ExpireDeadlines();
     ProcessReady();
     SendDueNotices();
+    PublishLease();
     if (absl::Now() >= next_lag_update_ && core_->role() == Role::kLeader) {
       next_lag_update_ = absl::Now() + absl::Milliseconds(200);
       const raft::NodeStatus st = core_->GetStatus();
@@ -530,6 +532,14 @@ void Node::SendDueNotices() {
 
 void Node::SendMessages(std::vector<raft::Message> messages) {
   if (messages.empty()) return;
+  // Before anything leaves: these messages may hand another node a commit
+  // index above what this store holds yet (the AppendEntries a leader sends
+  // before it applies, thesis 10.2.1; a read index). A read there could then
+  // return a write that a lease read here, after it, would miss: so no lease
+  // read is served off this thread until the store has caught up (found by
+  // fault_test --seed 22 when only the lease itself was checked here). A
+  // TimeoutNow ends the lease too (its target may win at once).
+  PublishLease();
   for (const raft::Message& m : messages) {
     if (m.type == raft::MessageType::kAppendEntries) {
       (m.heartbeat ? metrics_->heartbeats_sent : metrics_->append_entries_sent)->Increment();
@@ -691,6 +701,37 @@ void Node::InstallSnapshot(const raft::SnapshotMeta& meta) {
            static_cast<unsigned long long>(meta.term.value()), absl::ToDoubleMilliseconds(absl::Now() - start));
 }
 
+namespace {
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+// The core's lease holds while fewer than `left` more ticks happen; the
+// next tick is due at next_tick_, so the lease ends when tick `left` is due.
+// Only while everything committed is applied: a lease read off the node
+// thread comes from the store as it is, which must hold every write that a
+// completed operation may have seen: acknowledged in this term or by
+// earlier leaders (etcd #7331), or read on a follower at a commit index
+// this leader sent it. Every commit index leaves through SendMessages,
+// which calls this first.
+void Node::PublishLease() {
+  int64_t until = 0;
+  const int64_t left = fatal_.ok() ? core_->LeaseTicksLeft() : 0;
+  if (left > 0 && kv_->applied_index() >= core_->commit_index().value()) {
+    const int64_t next_tick_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(next_tick_.time_since_epoch()).count();
+    until = next_tick_ns + (left - 1) * absl::ToInt64Nanoseconds(options_.tick_interval);
+  }
+  lease_until_ns_.store(until);
+}
+
+bool Node::LeaseHeld() const {
+  const int64_t until = lease_until_ns_.load();
+  return until != 0 && SteadyNowNs() < until;
+}
+
 void Node::ServeReads() {
   const uint64_t applied = kv_->applied_index();
   while (!reads_waiting_.empty() && reads_waiting_.begin()->first <= applied) {
@@ -754,6 +795,7 @@ void Node::Fatal(absl::Status status) {
   if (!fatal_.ok()) return;
   fatal_ = status;
   failed_ = true;
+  lease_until_ns_ = 0;
   LOG_ERROR("node %llu stopped serving: %s", static_cast<unsigned long long>(options_.id.value()),
             status.ToString().c_str());
   // Whatever the cause (a full disk, a failed fsync, damage found), the
@@ -944,17 +986,33 @@ void Node::Read(std::string key, ReadConsistency consistency, absl::Time deadlin
     done(FailedNodeError());
     return;
   }
-  if (consistency == ReadConsistency::kSerializable) {
-    // This node's applied state, served on the caller's thread: no Raft
-    // round, may be stale.
-    metrics_->serializable_reads->Increment();
+  // A serializable read, or a lease read while this leader's lease holds,
+  // is served from the applied state on the caller's thread: no trip
+  // through the node thread. A lease read is linearizable here because the
+  // store holds every write any completed operation may have seen
+  // (PublishLease) and no other leader can exist before the lease ends. As
+  // PITFALLS asks, the lease must still hold once the value is read (the
+  // fence keeps the store's reads before that second look), or the read
+  // takes the node thread's path. A serializable read may be stale.
+  if (consistency == ReadConsistency::kSerializable ||
+      (consistency == ReadConsistency::kLease && LeaseHeld())) {
     auto value = kv_->Get(key);
     if (!value.ok()) {
       done(value.status());
       return;
     }
-    done(ReadOutcome{*value, kv_->applied_index(), Info()});
-    return;
+    const uint64_t applied = kv_->applied_index();
+    if (consistency == ReadConsistency::kSerializable) {
+      metrics_->serializable_reads->Increment();
+      done(ReadOutcome{*value, applied, Info()});
+      return;
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (LeaseHeld()) {
+      metrics_->lease_reads->Increment();
+      done(ReadOutcome{*value, applied, Info()});
+      return;
+    }
   }
   if (pending_requests_.load() >= options_.max_pending_requests) {
     done(TooManyPendingError());

@@ -198,6 +198,10 @@ class Node : public PeerHandler {
   void InstallSnapshot(const raft::SnapshotMeta& meta);
   void LearnAddresses(const std::vector<raft::Entry>& entries);
   void ServeReads();
+  // Publishes until when lease reads may be served on the callers' threads
+  // (0: not now). Called before any message leaves and after each loop turn.
+  void PublishLease();
+  bool LeaseHeld() const;
   void ExpireDeadlines();
   void MaybeCompact();
   void Fatal(absl::Status status);
@@ -268,6 +272,10 @@ class Node : public PeerHandler {
   std::atomic<uint64_t> commit_index_{0};
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<bool> failed_{false};
+  // Until when (steady clock, ns) this leader may answer lease reads on the
+  // caller's thread, from the store as it is; 0: not now. By the clock the
+  // ticks follow, so a stalled node thread does not stretch the lease.
+  std::atomic<int64_t> lease_until_ns_{0};
 };
 
 }  // namespace quorumkv::server
