@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -285,7 +286,22 @@ int main(int argc, char** argv) {
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
   stop = true;
   health.join();
-  client_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // gRPC's Shutdown cancels the calls still in progress when its grace
+  // period ends, but then waits until each is answered: a write that cannot
+  // commit (no quorum), or one forwarded to a leader that does not answer,
+  // would hold the process until its own deadline, up to an hour. So when
+  // the grace period ends the node answers what is left, then the transport
+  // its forwarded writes (the node forwards none once stopped).
+  const auto grace_end = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  absl::Notification client_server_down;
+  std::thread end_of_grace([&] {
+    if (client_server_down.WaitForNotificationWithDeadline(absl::FromChrono(grace_end))) return;
+    (*node)->Stop();
+    transport->CancelForwards();
+  });
+  client_server->Shutdown(grace_end);
+  client_server_down.Notify();
+  end_of_grace.join();
   (*node)->Stop();
   transport->StopServingStreams();
   peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

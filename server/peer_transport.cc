@@ -379,6 +379,13 @@ class PeerTransport::Peer {
     cv_.notify_all();
   }
 
+  // Cancels the forwarded writes in flight; their `done`s run with
+  // CANCELLED. Never blocks.
+  void CancelForwards() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (ForwardCall* call : forward_calls_) call->ctx.TryCancel();
+  }
+
   // The sender thread has exited (after its snapshot thread and Send
   // RPCs) and no forwarded write is in flight.
   bool Finished() {
@@ -1118,6 +1125,12 @@ void PeerTransport::ConfigureServer(grpc::ServerBuilder& builder) const {
 }
 
 void PeerTransport::StopServingStreams() { service_->StopServingStreams(); }
+
+void PeerTransport::CancelForwards() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, peer] : peers_) peer->CancelForwards();
+  for (auto& peer : retired_) peer->CancelForwards();
+}
 
 void PeerTransport::UpsertPeer(raft::NodeId id, std::string address) {
   if (id == raft::kNoNode || id == options_.self) return;

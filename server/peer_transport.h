@@ -195,6 +195,11 @@ class PeerTransport {
 
   void ForwardPropose(raft::NodeId leader, std::string command, absl::Duration timeout,
                       std::function<void(ForwardResult)> done);  // done called exactly once
+  // Cancels every forwarded write in flight (their `done`s run with
+  // CANCELLED, on the transport's threads): at shutdown, so that a write
+  // forwarded to a leader that does not answer holds nothing up. Forwards
+  // started later are not affected. Never blocks.
+  void CancelForwards();
 
   // Counters of a peer; nullopt for an unknown one.
   std::optional<PeerStats> Stats(raft::NodeId peer) const;

@@ -363,6 +363,105 @@ TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) 
   EXPECT_NE(s.error_code(), grpc::StatusCode::OK) << "a lease read served after the lease ran out";
 }
 
+// SIGTERM while clients have calls in flight, on a follower (its writes
+// are forwarded to the leader) and then on the leader: every call gets an
+// answer (whatever it is) before its deadline, and each process exits 0
+// within the harness's 10 s. The client service's queue is shut down only
+// after nothing can answer a call any more; a call answered after that
+// would crash the process.
+TEST_F(IntegrationTest, SigtermWithCallsInFlightAnswersThemAndExitsCleanly) {
+  StartCluster(FastCluster());
+  uint64_t follower = 0;
+  for (const auto& [id, n] : cluster_->nodes()) {
+    if (id != *leader_) follower = id;
+  }
+  for (uint64_t victim : {follower, *leader_}) {
+    auto stub = NodeStub(*cluster_, victim);
+    std::atomic<bool> stop{false};
+    std::atomic<int> answered{0};
+    std::atomic<int> late{0};
+    std::vector<std::thread> clients;
+    for (int t = 0; t < 4; ++t) {
+      clients.emplace_back([&, t] {
+        for (int i = 0; i < 100000 && !stop.load(); ++i) {
+          grpc::ClientContext ctx;
+          const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(3);
+          ctx.set_deadline(deadline);
+          quorumkv::v1::PutRequest req;
+          req.set_key("term-" + std::to_string(t) + "-" + std::to_string(i % 50));
+          req.set_value("v");
+          quorumkv::v1::PutResponse resp;
+          grpc::Status s = stub->Put(&ctx, req, &resp);
+          if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) late++;
+          answered++;
+          if (!s.ok()) absl::SleepFor(absl::Milliseconds(5));
+        }
+      });
+    }
+    const absl::Time warm = absl::Now() + absl::Seconds(5);
+    while (answered.load() < 200 && absl::Now() < warm) absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_GE(answered.load(), 200) << "node " << victim << " took too few writes before the SIGTERM";
+    EXPECT_EQ(cluster_->TerminateAndStatus(victim), 0) << "node " << victim << "\n" << Dump(*cluster_);
+    stop = true;
+    for (auto& c : clients) c.join();
+    EXPECT_EQ(late.load(), 0) << "calls to node " << victim << " ran into their deadline";
+  }
+}
+
+// Eight writes to `victim` that will not be answered in time (8 s
+// deadlines), then SIGTERM: gRPC's shutdown gives up on them after its 2 s
+// grace period, but waits until each is answered; the node must answer
+// them then, so that the process exits 0 well before the writes' own
+// deadlines, and each client gets an error.
+void SigtermWithStuckWrites(ProcessCluster& cluster, uint64_t victim) {
+  auto stub = NodeStub(cluster, victim);
+  std::atomic<int> started{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&, t] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(8));
+      quorumkv::v1::PutRequest req;
+      req.set_key("stuck-" + std::to_string(t));
+      req.set_value("v");
+      quorumkv::v1::PutResponse resp;
+      started++;
+      grpc::Status s = stub->Put(&ctx, req, &resp);
+      EXPECT_NE(s.error_code(), grpc::StatusCode::OK) << "a write committed without a quorum";
+      EXPECT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "a write waited out its deadline";
+    });
+  }
+  while (started.load() < 8) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(300));  // the writes reach the node
+  const absl::Time sigterm = absl::Now();
+  EXPECT_EQ(cluster.TerminateAndStatus(victim), 0) << Dump(cluster);
+  EXPECT_LT(absl::Now() - sigterm, absl::Seconds(5)) << "node " << victim << " took too long to stop";
+  for (auto& c : clients) c.join();
+}
+
+TEST_F(IntegrationTest, SigtermWithWritesThatCannotCommitExitsAfterTheGracePeriod) {
+  StartCluster(FastCluster());
+  for (const auto& [id, n] : cluster_->nodes()) {
+    if (id != *leader_) cluster_->Kill(id);
+  }
+  SigtermWithStuckWrites(*cluster_, *leader_);
+}
+
+// The same on a follower whose forwarded writes a stalled leader holds: the
+// other follower is gone, so no new leader takes over meanwhile.
+TEST_F(IntegrationTest, SigtermWithWritesForwardedToAStalledLeaderExitsAfterTheGracePeriod) {
+  StartCluster(FastCluster());
+  std::vector<uint64_t> followers;
+  for (const auto& [id, n] : cluster_->nodes()) {
+    if (id != *leader_) followers.push_back(id);
+  }
+  ASSERT_EQ(followers.size(), 2u);
+  cluster_->Kill(followers[1]);
+  cluster_->Pause(*leader_);
+  SigtermWithStuckWrites(*cluster_, followers[0]);
+  cluster_->Resume(*leader_);
+}
+
 TEST_F(IntegrationTest, BadInputGetsInvalidArgument) {
   StartCluster(FastCluster());
   auto c = cluster_->Client();

@@ -1144,6 +1144,44 @@ TEST(PeerTransportForwardTest, DestroyingTheTransportAnswersCallsInFlight) {
   EXPECT_EQ(r->status.code(), absl::StatusCode::kCancelled) << r->status;
 }
 
+TEST(PeerTransportForwardTest, CancelForwardsAnswersCallsInFlightAndLeavesLaterOnes) {
+  TestNode a(Options(1)), b(Options(2));
+  absl::Mutex held_mu;
+  std::vector<std::function<void(ForwardResult)>> held;
+  b.handler.on_forward = [&](NodeId, std::string, std::function<void(ForwardResult)> done) {
+    absl::MutexLock lock(&held_mu);
+    held.push_back(std::move(done));
+  };
+  a.transport->UpsertPeer(NodeId(2), b.address());
+  ForwardWaiter stuck;
+  a.transport->ForwardPropose(NodeId(2), "stuck", absl::Seconds(60), stuck.Callback());
+  ASSERT_TRUE(WaitFor([&] {
+    absl::MutexLock lock(&held_mu);
+    return held.size() == 1;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  a.transport->CancelForwards();
+  std::optional<ForwardResult> r = stuck.Wait(absl::Seconds(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.code(), absl::StatusCode::kCancelled) << r->status;
+  EXPECT_LT(SecondsSince(start), 5.0);
+
+  // A forward started afterwards goes through as usual.
+  b.handler.on_forward = [](NodeId, std::string, std::function<void(ForwardResult)> done) {
+    done(ForwardResult{});
+  };
+  ForwardWaiter later;
+  a.transport->ForwardPropose(NodeId(2), "later", absl::Seconds(5), later.Callback());
+  r = later.Wait(absl::Seconds(5));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->status.ok()) << r->status;
+  {
+    absl::MutexLock lock(&held_mu);
+    for (auto& done : held) done(ForwardResult{});  // the leader's late answer: harmless
+  }
+  EXPECT_EQ(stuck.count(), 1u);
+}
+
 TEST(PeerTransportOptionsTest, ValidateNamesTheProblem) {
   PeerTransportOptions o = Options(1);
   EXPECT_TRUE(o.Validate().ok());
