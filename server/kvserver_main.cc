@@ -65,6 +65,9 @@ ABSL_FLAG(uint64_t, snapshot_trailing_entries, 1000,
 ABSL_FLAG(uint64_t, max_key_bytes, 4096, "Largest key accepted, in bytes.");
 ABSL_FLAG(uint64_t, max_value_bytes, 1 << 20, "Largest value accepted, in bytes.");
 ABSL_FLAG(uint64_t, max_pending, 20000, "Requests pending on this node before RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint64_t, key_size_cache_mb, 32,
+          "Memory for the sizes of recently written keys, in MiB, so that most puts and deletes need "
+          "not read the old value (0: off).");
 ABSL_FLAG(bool, auto_promote, true, "Promote a learner to voter automatically once it has caught up.");
 ABSL_FLAG(std::string, metrics_addr, "",
           "host:port to serve Prometheus metrics on, at /metrics (empty: no metrics endpoint).");
@@ -205,6 +208,9 @@ int main(int argc, char** argv) {
   o.max_key_bytes = absl::GetFlag(FLAGS_max_key_bytes);
   o.max_value_bytes = absl::GetFlag(FLAGS_max_value_bytes);
   o.max_pending_requests = absl::GetFlag(FLAGS_max_pending);
+  const uint64_t key_size_cache_mb = absl::GetFlag(FLAGS_key_size_cache_mb);
+  if (key_size_cache_mb > (1u << 20)) Die("--key-size-cache-mb must be at most 1048576 (1 TiB)");
+  o.key_size_cache_bytes = static_cast<size_t>(key_size_cache_mb) << 20;
   o.auto_promote_learners = absl::GetFlag(FLAGS_auto_promote);
   if (o.max_key_bytes == 0 || o.max_pending_requests == 0) Die("--max-key-bytes and --max-pending must be > 0");
 

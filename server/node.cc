@@ -142,6 +142,7 @@ absl::Status Node::OpenStores() {
 
   kv::KvOptions kv_options;
   kv_options.session_ttl_ms = options_.session_ttl_ms;
+  kv_options.key_size_cache_bytes = options_.key_size_cache_bytes;
   // The state machine does not fsync its applies: the Raft log is synced,
   // and after a crash the node re-applies from it (idempotently). Snapshots
   // are made durable before the log is compacted.

@@ -86,6 +86,8 @@ struct NodeOptions {
 
   kv::CompactionPolicyOptions compaction;
   uint64_t session_ttl_ms = 24 * 3600 * 1000;
+  // The state machine's key size cache (kv::KvOptions); 0 turns it off.
+  size_t key_size_cache_bytes = 32 << 20;
 };
 
 // What the node answers besides the result.

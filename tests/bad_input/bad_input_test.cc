@@ -947,6 +947,10 @@ TEST(KvserverFlags, UnknownFlag) {
   EXPECT_TRUE(StartupError(Kvserver(With(a.args(), "stray", "stray")), "unexpected argument \"stray\""));
   EXPECT_TRUE(StartupError(Kvserver(With(a.args(), "--tick-ms", "--tick-ms=0")), "--tick-ms must be > 0"));
   EXPECT_TRUE(StartupError(Kvserver(With(a.args(), "--log-level", "--log-level=loud")), "--log-level must be"));
+  EXPECT_TRUE(StartupError(Kvserver(With(a.args(), "--key-size-cache-mb", "--key-size-cache-mb=99999999")),
+                           "--key-size-cache-mb must be at most"));
+  EXPECT_TRUE(StartupError(Kvserver(With(a.args(), "--key-size-cache-mb", "--key-size-cache-mb=-1")),
+                           "Illegal value '-1' specified for flag 'key_size_cache_mb'"));
 }
 
 // ---------------------------------------------------------------------------

@@ -79,14 +79,14 @@ TEST_F(IntegrationTest, ThreeNodesElectExactlyOneLeader) {
   EXPECT_EQ(leader_roles, 1);
 }
 
-TEST_F(IntegrationTest, PutGetDeleteThroughEveryNode) {
-  StartCluster(FastCluster());
-  for (const auto& [id, n] : cluster_->nodes()) {
-    auto c = cluster_->ClientFor(id);
+// Writes through every node, reads through every node at every level.
+void PutGetDeleteThroughEveryNode(ProcessCluster& cluster, uint64_t leader) {
+  for (const auto& [id, n] : cluster.nodes()) {
+    auto c = cluster.ClientFor(id);
     const std::string key = "key-from-" + std::to_string(id);
     ASSERT_TRUE(c->Put(key, "v" + std::to_string(id)).ok());
-    for (const auto& [rid, rn] : cluster_->nodes()) {
-      auto got = cluster_->ClientFor(rid)->Get(key, quorumkv::v1::LINEARIZABLE);
+    for (const auto& [rid, rn] : cluster.nodes()) {
+      auto got = cluster.ClientFor(rid)->Get(key, quorumkv::v1::LINEARIZABLE);
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_TRUE(got->has_value());
       EXPECT_EQ(**got, "v" + std::to_string(id));
@@ -94,21 +94,38 @@ TEST_F(IntegrationTest, PutGetDeleteThroughEveryNode) {
     auto deleted = c->Delete(key);
     ASSERT_TRUE(deleted.ok()) << deleted.status();
     EXPECT_TRUE(*deleted);
-    auto gone = cluster_->ClientFor(id)->Get(key, quorumkv::v1::LINEARIZABLE);
+    auto again = c->Delete(key);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(*again) << "a second delete of " << key << " found it";
+    auto gone = cluster.ClientFor(id)->Get(key, quorumkv::v1::LINEARIZABLE);
     ASSERT_TRUE(gone.ok());
     EXPECT_FALSE(gone->has_value());
   }
   // Lease and serializable reads answer too.
-  ASSERT_TRUE(cluster_->ClientFor(*leader_)->Put("k", "v").ok());
-  auto lease = cluster_->ClientFor(*leader_)->Get("k", quorumkv::v1::LEASE);
+  ASSERT_TRUE(cluster.ClientFor(leader)->Put("k", "v").ok());
+  auto lease = cluster.ClientFor(leader)->Get("k", quorumkv::v1::LEASE);
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ(lease->value_or(""), "v");
-  ASSERT_TRUE(cluster_->WaitForApplied(cluster_->Status(*leader_)->commit_index(), absl::Seconds(5)));
-  for (const auto& [id, n] : cluster_->nodes()) {
-    auto s = cluster_->ClientFor(id)->Get("k", quorumkv::v1::SERIALIZABLE);
+  ASSERT_TRUE(cluster.WaitForApplied(cluster.Status(leader)->commit_index(), absl::Seconds(5)));
+  for (const auto& [id, n] : cluster.nodes()) {
+    auto s = cluster.ClientFor(id)->Get("k", quorumkv::v1::SERIALIZABLE);
     ASSERT_TRUE(s.ok());
     EXPECT_EQ(s->value_or(""), "v");
   }
+}
+
+TEST_F(IntegrationTest, PutGetDeleteThroughEveryNode) {
+  StartCluster(FastCluster());
+  PutGetDeleteThroughEveryNode(*cluster_, *leader_);
+}
+
+// Without the key size cache every put and delete reads the key's old
+// value instead: the answers must be the same.
+TEST_F(IntegrationTest, PutGetDeleteWithTheKeySizeCacheOff) {
+  ClusterOptions o = FastCluster();
+  o.extra_flags.push_back("--key-size-cache-mb=0");
+  StartCluster(o);
+  PutGetDeleteThroughEveryNode(*cluster_, *leader_);
 }
 
 TEST_F(IntegrationTest, LinearizableReadOnFollowerSeesAcknowledgedWrite) {
