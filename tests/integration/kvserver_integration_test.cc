@@ -60,6 +60,13 @@ class IntegrationTest : public ::testing::Test {
     leader_ = cluster_->WaitForLeader(kLeaderWait);
     ASSERT_TRUE(leader_.has_value()) << Dump(*cluster_);
   }
+  std::vector<uint64_t> Followers() const {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, n] : cluster_->nodes()) {
+      if (id != *leader_) ids.push_back(id);
+    }
+    return ids;
+  }
   std::unique_ptr<ProcessCluster> cluster_;
   std::optional<uint64_t> leader_;
 };
@@ -314,10 +321,7 @@ TEST_F(IntegrationTest, CorruptedLogEntryIsDetectedAtStart) {
 // effect.
 TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   StartCluster(FastCluster());
-  std::vector<uint64_t> followers;
-  for (const auto& [id, n] : cluster_->nodes()) {
-    if (id != *leader_) followers.push_back(id);
-  }
+  const std::vector<uint64_t> followers = Followers();
   ASSERT_EQ(followers.size(), 2u);
   // The survivor loses its quorum; it stays leader or candidate, but
   // confirms no read and commits no write.
@@ -369,9 +373,7 @@ TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) 
     EXPECT_EQ(got->value_or(""), value) << "write " << i << " went through node " << via;
   }
 
-  for (uint64_t id : ids) {
-    if (id != *leader_) cluster_->Kill(id);
-  }
+  for (uint64_t id : Followers()) cluster_->Kill(id);
   // FastCluster's lease: election 30 ticks - drift 6 = 24 ticks of 10 ms
   // from the send of the last acknowledged round.
   absl::SleepFor(absl::Milliseconds(400));
@@ -388,11 +390,7 @@ TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) 
 // would crash the process.
 TEST_F(IntegrationTest, SigtermWithCallsInFlightAnswersThemAndExitsCleanly) {
   StartCluster(FastCluster());
-  uint64_t follower = 0;
-  for (const auto& [id, n] : cluster_->nodes()) {
-    if (id != *leader_) follower = id;
-  }
-  for (uint64_t victim : {follower, *leader_}) {
+  for (uint64_t victim : {Followers().front(), *leader_}) {
     auto stub = NodeStub(*cluster_, victim);
     std::atomic<bool> stop{false};
     std::atomic<int> answered{0};
@@ -458,9 +456,7 @@ void SigtermWithStuckWrites(ProcessCluster& cluster, uint64_t victim) {
 
 TEST_F(IntegrationTest, SigtermWithWritesThatCannotCommitExitsAfterTheGracePeriod) {
   StartCluster(FastCluster());
-  for (const auto& [id, n] : cluster_->nodes()) {
-    if (id != *leader_) cluster_->Kill(id);
-  }
+  for (uint64_t id : Followers()) cluster_->Kill(id);
   SigtermWithStuckWrites(*cluster_, *leader_);
 }
 
@@ -468,10 +464,7 @@ TEST_F(IntegrationTest, SigtermWithWritesThatCannotCommitExitsAfterTheGracePerio
 // other follower is gone, so no new leader takes over meanwhile.
 TEST_F(IntegrationTest, SigtermWithWritesForwardedToAStalledLeaderExitsAfterTheGracePeriod) {
   StartCluster(FastCluster());
-  std::vector<uint64_t> followers;
-  for (const auto& [id, n] : cluster_->nodes()) {
-    if (id != *leader_) followers.push_back(id);
-  }
+  const std::vector<uint64_t> followers = Followers();
   ASSERT_EQ(followers.size(), 2u);
   cluster_->Kill(followers[1]);
   cluster_->Pause(*leader_);

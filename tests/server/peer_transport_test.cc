@@ -1066,14 +1066,37 @@ TEST(PeerTransportForwardTest, RoundTripCarriesTheLeadersAnswer) {
   EXPECT_EQ(bad.count(), 1u);
 }
 
+// A leader's handler that holds every forwarded write without answering
+// until AnswerAll (a late answer).
+class HeldForwards {
+ public:
+  explicit HeldForwards(TestNode& leader) {
+    leader.handler.on_forward = [this](NodeId, std::string, std::function<void(ForwardResult)> done) {
+      absl::MutexLock lock(&mu_);
+      held_.push_back(std::move(done));
+    };
+  }
+  size_t count() {
+    absl::MutexLock lock(&mu_);
+    return held_.size();
+  }
+  void AnswerAll() {
+    std::vector<std::function<void(ForwardResult)>> held;
+    {
+      absl::MutexLock lock(&mu_);
+      held.swap(held_);
+    }
+    for (auto& done : held) done(ForwardResult{});
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::function<void(ForwardResult)>> held_ ABSL_GUARDED_BY(mu_);
+};
+
 TEST(PeerTransportForwardTest, TimesOutWhenTheLeaderDoesNotAnswer) {
   TestNode a(Options(1)), b(Options(2));
-  absl::Mutex held_mu;
-  std::vector<std::function<void(ForwardResult)>> held;
-  b.handler.on_forward = [&](NodeId, std::string, std::function<void(ForwardResult)> done) {
-    absl::MutexLock lock(&held_mu);
-    held.push_back(std::move(done));
-  };
+  HeldForwards held(b);
   a.transport->UpsertPeer(NodeId(2), b.address());
 
   ForwardWaiter w;
@@ -1085,12 +1108,8 @@ TEST(PeerTransportForwardTest, TimesOutWhenTheLeaderDoesNotAnswer) {
   EXPECT_GE(SecondsSince(start), 0.25);
 
   // The leader answers late: harmless, and the follower's done stays single.
-  {
-    absl::MutexLock lock(&held_mu);
-    ASSERT_EQ(held.size(), 1u);
-    held[0](ForwardResult{});
-    held.clear();
-  }
+  ASSERT_EQ(held.count(), 1u);
+  held.AnswerAll();
   absl::SleepFor(absl::Milliseconds(100));
   EXPECT_EQ(w.count(), 1u);
 }
@@ -1146,19 +1165,11 @@ TEST(PeerTransportForwardTest, DestroyingTheTransportAnswersCallsInFlight) {
 
 TEST(PeerTransportForwardTest, CancelForwardsAnswersCallsInFlightAndLeavesLaterOnes) {
   TestNode a(Options(1)), b(Options(2));
-  absl::Mutex held_mu;
-  std::vector<std::function<void(ForwardResult)>> held;
-  b.handler.on_forward = [&](NodeId, std::string, std::function<void(ForwardResult)> done) {
-    absl::MutexLock lock(&held_mu);
-    held.push_back(std::move(done));
-  };
+  HeldForwards held(b);
   a.transport->UpsertPeer(NodeId(2), b.address());
   ForwardWaiter stuck;
   a.transport->ForwardPropose(NodeId(2), "stuck", absl::Seconds(60), stuck.Callback());
-  ASSERT_TRUE(WaitFor([&] {
-    absl::MutexLock lock(&held_mu);
-    return held.size() == 1;
-  }));
+  ASSERT_TRUE(WaitFor([&] { return held.count() == 1; }));
   const auto start = std::chrono::steady_clock::now();
   a.transport->CancelForwards();
   std::optional<ForwardResult> r = stuck.Wait(absl::Seconds(5));
@@ -1167,6 +1178,7 @@ TEST(PeerTransportForwardTest, CancelForwardsAnswersCallsInFlightAndLeavesLaterO
   EXPECT_LT(SecondsSince(start), 5.0);
 
   // A forward started afterwards goes through as usual.
+  held.AnswerAll();  // the leader's late answer to the cancelled one: harmless
   b.handler.on_forward = [](NodeId, std::string, std::function<void(ForwardResult)> done) {
     done(ForwardResult{});
   };
@@ -1175,10 +1187,6 @@ TEST(PeerTransportForwardTest, CancelForwardsAnswersCallsInFlightAndLeavesLaterO
   r = later.Wait(absl::Seconds(5));
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->status.ok()) << r->status;
-  {
-    absl::MutexLock lock(&held_mu);
-    for (auto& done : held) done(ForwardResult{});  // the leader's late answer: harmless
-  }
   EXPECT_EQ(stuck.count(), 1u);
 }
 
