@@ -4,11 +4,9 @@
 // through the peer wire format, and the LevelDB persistence of one Ready's
 // entries. Run: build-bench/bin/raft_core_bench
 // (figures in bench/RESULTS.md).
-#include <stdlib.h>
 
 #include <cstdio>
 #include <deque>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +18,7 @@
 #include "raft/storage/leveldb_log_storage.h"
 #include "raft.pb.h"
 #include "server/raft_wire.h"
+#include "tests/storage/temp_dir.h"
 
 namespace quorumkv::bench {
 namespace {
@@ -227,17 +226,11 @@ BENCHMARK(BM_AppendEntriesWireRoundTrip)->ArgName("entries")->Arg(1)->Arg(40)->A
 void BM_LevelDbPersist(benchmark::State& state) {
   const int64_t entries = state.range(0);
   const bool sync = state.range(1) != 0;
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp != nullptr ? tmp : "/tmp") + "/raft_core_bench-XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
-  const std::string dir = pattern;
+  const raft::testing::TempDir dir;  // removed with the object
   {
     raft::LevelDbLogStorage::Options options;
     options.sync = sync;
-    auto opened = raft::LevelDbLogStorage::Open(dir + "/raft", options);
+    auto opened = raft::LevelDbLogStorage::Open(dir.Sub("raft"), options);
     if (!opened.ok()) {
       state.SkipWithError(opened.status().ToString().c_str());
     } else {
@@ -260,8 +253,6 @@ void BM_LevelDbPersist(benchmark::State& state) {
           benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
     }
   }
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 BENCHMARK(BM_LevelDbPersist)
     ->ArgNames({"entries", "sync"})
