@@ -35,6 +35,17 @@ std::unique_ptr<quorumkv::v1::KV::Stub> NodeStub(ProcessCluster& c, uint64_t id)
       grpc::CreateChannel(c.node(id).client_endpoint(), grpc::InsecureChannelCredentials()));
 }
 
+// One Put of "v" through `stub` with the given deadline.
+grpc::Status PutOnce(quorumkv::v1::KV::Stub& stub, const std::string& key, absl::Duration deadline) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  quorumkv::v1::PutRequest req;
+  req.set_key(key);
+  req.set_value("v");
+  quorumkv::v1::PutResponse resp;
+  return stub.Put(&ctx, req, &resp);
+}
+
 // One Get through `stub` with a 2 s deadline; `ctx` keeps the trailers.
 grpc::Status GetOnce(quorumkv::v1::KV::Stub& stub, const std::string& key, Consistency consistency,
                      grpc::ClientContext* ctx) {
@@ -385,9 +396,7 @@ TEST_F(IntegrationTest, LeaseReadsSeeEveryAcknowledgedWriteAndStopWithTheLease) 
 // SIGTERM while clients have calls in flight, on a follower (its writes
 // are forwarded to the leader) and then on the leader: every call gets an
 // answer (whatever it is) before its deadline, and each process exits 0
-// within the harness's 10 s. The client service's queue is shut down only
-// after nothing can answer a call any more; a call answered after that
-// would crash the process.
+// within the harness's 10 s.
 TEST_F(IntegrationTest, SigtermWithCallsInFlightAnswersThemAndExitsCleanly) {
   StartCluster(FastCluster());
   for (uint64_t victim : {Followers().front(), *leader_}) {
@@ -399,14 +408,8 @@ TEST_F(IntegrationTest, SigtermWithCallsInFlightAnswersThemAndExitsCleanly) {
     for (int t = 0; t < 4; ++t) {
       clients.emplace_back([&, t] {
         for (int i = 0; i < 100000 && !stop.load(); ++i) {
-          grpc::ClientContext ctx;
-          const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(3);
-          ctx.set_deadline(deadline);
-          quorumkv::v1::PutRequest req;
-          req.set_key("term-" + std::to_string(t) + "-" + std::to_string(i % 50));
-          req.set_value("v");
-          quorumkv::v1::PutResponse resp;
-          grpc::Status s = stub->Put(&ctx, req, &resp);
+          grpc::Status s =
+              PutOnce(*stub, "term-" + std::to_string(t) + "-" + std::to_string(i % 50), absl::Seconds(3));
           if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) late++;
           answered++;
           if (!s.ok()) absl::SleepFor(absl::Milliseconds(5));
@@ -434,14 +437,8 @@ void SigtermWithStuckWrites(ProcessCluster& cluster, uint64_t victim) {
   std::vector<std::thread> clients;
   for (int t = 0; t < 8; ++t) {
     clients.emplace_back([&, t] {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(8));
-      quorumkv::v1::PutRequest req;
-      req.set_key("stuck-" + std::to_string(t));
-      req.set_value("v");
-      quorumkv::v1::PutResponse resp;
       started++;
-      grpc::Status s = stub->Put(&ctx, req, &resp);
+      grpc::Status s = PutOnce(*stub, "stuck-" + std::to_string(t), absl::Seconds(8));
       EXPECT_NE(s.error_code(), grpc::StatusCode::OK) << "a write committed without a quorum";
       EXPECT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "a write waited out its deadline";
     });
