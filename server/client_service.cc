@@ -24,7 +24,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-// Finishes a call with `s`, adding the leader hint trailers to UNAVAILABLE.
 const char* CodeName(absl::StatusCode code) {
   static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
                                        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
@@ -34,6 +33,9 @@ const char* CodeName(absl::StatusCode code) {
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
 
+// Finishes a call with `s`, adding the leader hint trailers to UNAVAILABLE
+// and FAILED_PRECONDITION, and the not-proposed mark to whatever refusal
+// carries it (RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED can too).
 void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node* node, const char* method,
             absl::Time start, const absl::Status& s) {
   node->metrics().ObserveRequest(method, CodeName(s.code()), absl::ToDoubleSeconds(absl::Now() - start));
@@ -44,8 +46,8 @@ void Finish(ServerUnaryReactor* reactor, grpc::CallbackServerContext* ctx, Node*
       const std::string address = node->LeaderClientAddress();
       if (!address.empty()) ctx->AddTrailingMetadata("quorumkv-leader-address", address);
     }
-    if (IsNotProposed(s)) ctx->AddTrailingMetadata("quorumkv-not-proposed", "1");
   }
+  if (IsNotProposed(s)) ctx->AddTrailingMetadata("quorumkv-not-proposed", "1");
   reactor->Finish(ToGrpc(s));
 }
 

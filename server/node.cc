@@ -911,7 +911,8 @@ void Node::Write(kv::Command command, absl::Time deadline,
   });
   if (!posted) {
     --pending_requests_;
-    (*shared_done)(absl::UnavailableError("node is shutting down or overloaded; retry"));
+    // The event never ran, so nothing reached the log: a retry is safe.
+    (*shared_done)(NotProposed(absl::UnavailableError("node is shutting down or overloaded; retry")));
   }
 }
 
@@ -926,7 +927,8 @@ void Node::ProposeWrite(kv::Command command, absl::Time deadline,
     return;
   }
   if (absl::Now() >= deadline) {
-    done(absl::DeadlineExceededError("deadline exceeded before the write was proposed (it did not take effect)"));
+    done(NotProposed(
+        absl::DeadlineExceededError("deadline exceeded before the write was proposed (it did not take effect)")));
     return;
   }
   if (core_->role() != Role::kLeader) {
@@ -1142,7 +1144,7 @@ void Node::ChangeMembership(raft::ConfChange change, absl::Time deadline,
         const uint64_t id = AddOp(std::move(op));
         ops_by_index_[proposed->first.value()] = id;
       })) {
-    (*shared_done)(absl::UnavailableError("node is shutting down or overloaded; retry"));
+    (*shared_done)(NotProposed(absl::UnavailableError("node is shutting down or overloaded; retry")));
   }
 }
 

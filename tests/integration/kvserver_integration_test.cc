@@ -366,6 +366,41 @@ TEST_F(IntegrationTest, RefusedReadsCarryTheNotProposedTrailer) {
   EXPECT_TRUE(barrier_marked) << "no UNAVAILABLE ReadIndex carried quorumkv-not-proposed";
 }
 
+// A write refused by the pending-request bound never reached the log, and
+// says so: RESOURCE_EXHAUSTED carries "quorumkv-not-proposed" as UNAVAILABLE
+// does, so a client without a session may retry it.
+TEST_F(IntegrationTest, WritesRefusedByThePendingBoundCarryTheNotProposedTrailer) {
+  ClusterOptions o = FastCluster();
+  o.extra_flags.push_back("--max-pending=1");
+  StartCluster(o);
+  std::atomic<int> exhausted{0};
+  std::atomic<int> unmarked{0};
+  const absl::Time stop_at = absl::Now() + absl::Seconds(10);
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 8; ++t) {
+    writers.emplace_back([&, t] {
+      auto stub = NodeStub(*cluster_, *leader_);
+      for (int i = 0; i < 2000 && absl::Now() < stop_at && exhausted.load() < 20; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+        quorumkv::v1::PutRequest req;
+        req.set_key("pending-" + std::to_string(t) + "-" + std::to_string(i));
+        req.set_value("v");
+        quorumkv::v1::PutResponse resp;
+        const grpc::Status s = stub->Put(&ctx, req, &resp);
+        if (s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) continue;
+        ++exhausted;
+        const auto& trailers = ctx.GetServerTrailingMetadata();
+        if (trailers.find("quorumkv-not-proposed") == trailers.end()) ++unmarked;
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  ASSERT_GT(exhausted.load(), 0) << "eight writers never went past --max-pending=1";
+  EXPECT_EQ(unmarked.load(), 0) << unmarked.load() << " of " << exhausted.load()
+                                << " RESOURCE_EXHAUSTED answers lacked quorumkv-not-proposed";
+}
+
 // While its lease holds, the leader answers lease reads without a round:
 // every write acknowledged before the read, through whichever node, must
 // be in the answer. Once the followers are gone and the lease has run out,
