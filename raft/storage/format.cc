@@ -1,5 +1,7 @@
 #include "raft/storage/format.h"
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "raft/storage/crc32c.h"
@@ -33,6 +35,8 @@ class Reader {
   uint64_t U64() { return Get(8); }
   uint32_t U32() { return static_cast<uint32_t>(Get(4)); }
   uint8_t U8() { return static_cast<uint8_t>(Get(1)); }
+  // Callers check the size first.
+  void Skip(size_t bytes) { in_.remove_prefix(bytes); }
 
   bool short_read() const { return short_; }
   absl::string_view rest() const { return in_; }
@@ -114,6 +118,62 @@ std::string EncodeEntry(const Entry& entry) {
   return Frame(body);
 }
 
+std::string EncodeEntryRun(absl::Span<const Entry> entries) {
+  size_t size = 12;
+  for (const Entry& e : entries) size += 13 + e.data.size();
+  std::string out;
+  out.reserve(kCrcSize + size);
+  out.resize(kCrcSize);  // the checksum, filled in below
+  PutLe(out, entries.empty() ? 0 : entries.front().index.value(), 8);
+  PutLe(out, entries.size(), 4);
+  for (const Entry& e : entries) {
+    PutLe(out, e.term.value(), 8);
+    PutLe(out, static_cast<uint8_t>(e.type), 1);
+    PutLe(out, e.data.size(), 4);
+    out += e.data;
+  }
+  // Framed in place: a run is the largest record, not worth a second copy.
+  const uint32_t crc = Crc32c(absl::string_view(out).substr(kCrcSize));
+  for (size_t i = 0; i < kCrcSize; ++i) out[i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  return out;
+}
+
+absl::StatusOr<std::vector<Entry>> DecodeEntryRun(absl::string_view value) {
+  auto body = Unframe(value);
+  if (!body.ok()) return body.status();
+  Reader r(*body);
+  const uint64_t first = r.U64();
+  const uint32_t count = r.U32();
+  if (r.short_read()) return BadLength("entry run", body->size());
+  if (count == 0) return absl::DataLossError("has a valid checksum but holds no entries");
+  // Bound the count by the bytes present (13 per entry at least) before
+  // allocating, and the last index by the index space.
+  if (r.rest().size() / 13 < count) return BadLength("entry run", body->size());
+  if (first == 0 || first - 1 > std::numeric_limits<uint64_t>::max() - count) {
+    return absl::DataLossError(absl::StrCat("has a valid checksum but an impossible first index ", first,
+                                            " for ", count, " entries"));
+  }
+  std::vector<Entry> entries;
+  entries.reserve(count);
+  for (uint32_t k = 0; k < count; ++k) {
+    Entry e;
+    e.index = Index(first + k);
+    e.term = Term(r.U64());
+    const uint8_t type = r.U8();
+    const uint32_t size = r.U32();
+    if (r.short_read() || r.rest().size() < size) return BadLength("entry run", body->size());
+    if (type > static_cast<uint8_t>(EntryType::kConfChange)) {
+      return absl::DataLossError(absl::StrCat("has an unknown entry type ", type, " at entry ", first + k));
+    }
+    e.type = static_cast<EntryType>(type);
+    e.data = std::string(r.rest().substr(0, size));
+    r.Skip(size);
+    entries.push_back(std::move(e));
+  }
+  if (!r.rest().empty()) return BadLength("entry run", body->size());
+  return entries;
+}
+
 absl::StatusOr<Entry> DecodeEntry(absl::string_view value) {
   auto body = Unframe(value);
   if (!body.ok()) return body.status();
@@ -189,10 +249,11 @@ absl::StatusOr<Metadata> DecodeMetadata(absl::string_view value) {
   Metadata m;
   m.format_version = r.U32();
   // Refuse an unknown version before trying to read fields it may not have.
-  if (!r.short_read() && m.format_version != kFormatVersion) {
+  if (!r.short_read() && m.format_version != kFormatVersion &&
+      m.format_version != kOneEntryPerKeyFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "has on-disk format version ", m.format_version, "; this build reads only version ",
-        kFormatVersion));
+        "has on-disk format version ", m.format_version, "; this build reads only versions ",
+        kOneEntryPerKeyFormatVersion, " and ", kFormatVersion));
   }
   m.cluster_id = r.U64();
   m.node_id = r.U64();

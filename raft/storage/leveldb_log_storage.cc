@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -25,6 +26,7 @@ namespace quorumkv::raft {
 namespace {
 
 using storage::DecodeEntry;
+using storage::DecodeEntryRun;
 using storage::DecodeHardState;
 using storage::DecodeMetadata;
 using storage::DecodeSnapshotMeta;
@@ -227,8 +229,13 @@ absl::Status LevelDbLogStorage::Load() {
     return FromLevelDbRead(s, "reading the snapshot metadata");
   }
 
-  // Every key, in order: the entries must be exactly
-  // [snapshot_.index + 1, last], each intact, terms never decreasing.
+  if (metadata->format_version == storage::kOneEntryPerKeyFormatVersion) {
+    if (absl::Status s = ConvertOneEntryPerKeyLog(*metadata); !s.ok()) return s;
+  }
+
+  // Every key, in order: the runs must hold exactly
+  // [snapshot_.index + 1, last], each intact, each stored under its first
+  // index, terms never decreasing.
   Index expected = snapshot_.index + 1;
   Term previous_term = snapshot_.term;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
@@ -238,44 +245,50 @@ absl::Status LevelDbLogStorage::Load() {
         key == storage::kSnapshotMetaKey) {
       continue;
     }
-    std::optional<Index> index = ParseEntryKey(key);
-    if (!index) {
+    std::optional<Index> start = ParseEntryKey(key);
+    if (!start) {
       return absl::DataLossError(Describe(absl::StrCat(
           "unexpected key \"", absl::CHexEscape(key), "\" after entry ", (expected - 1).value())));
     }
-    if (*index != expected) {
+    if (*start != expected) {
       // LevelDB skips a block it cannot read and reports it only in the
       // iterator's status: name that cause rather than the gap it left.
       if (!it->status().ok()) {
         return FromLevelDbRead(it->status(), absl::StrCat("reading the entries after entry ",
                                                       (expected - 1).value()));
       }
-      if (*index < expected) {
+      if (*start < expected) {
         return absl::DataLossError(Describe(absl::StrCat(
-            "entry ", index->value(), " is at or below the snapshot index ",
-            snapshot_.index.value(), " (it should have been deleted with the compaction)")));
+            "entry ", start->value(), " is at or below ",
+            start->value() <= snapshot_.index.value()
+                ? absl::StrCat("the snapshot index ", snapshot_.index.value(),
+                               " (it should have been deleted with the compaction)")
+                : absl::StrCat("the last entry ", (expected - 1).value(), " of the record before it"))));
       }
       return absl::DataLossError(Describe(absl::StrCat(
           "entry ", expected.value(), " is missing (the log has a gap: the next stored entry is ",
-          index->value(), ")")));
+          start->value(), ")")));
     }
-    absl::StatusOr<Entry> entry = DecodeEntry(View(it->value()));
-    if (!entry.ok()) {
-      return absl::DataLossError(
-          Describe(absl::StrCat("entry ", expected.value(), " ", entry.status().message())));
+    absl::StatusOr<std::vector<Entry>> run = DecodeEntryRun(View(it->value()));
+    if (!run.ok()) {
+      return absl::DataLossError(Describe(
+          absl::StrCat("entry ", expected.value(), " (the first of its record) ", run.status().message())));
     }
-    if (entry->index != expected) {
+    if (run->front().index != expected) {
       return absl::DataLossError(Describe(absl::StrCat(
-          "the record stored as entry ", expected.value(), " holds entry ", entry->index.value())));
+          "the record stored as entry ", expected.value(), " holds entries from ", run->front().index.value())));
     }
-    if (entry->term < previous_term) {
-      return absl::DataLossError(Describe(absl::StrCat(
-          "entry ", expected.value(), " has term ", entry->term.value(),
-          ", lower than the term ", previous_term.value(), " before it")));
+    for (const Entry& e : *run) {
+      if (e.term < previous_term) {
+        return absl::DataLossError(Describe(absl::StrCat(
+            "entry ", e.index.value(), " has term ", e.term.value(), ", lower than the term ",
+            previous_term.value(), " before it")));
+      }
+      terms_.push_back(e.term);
+      previous_term = e.term;
     }
-    terms_.push_back(entry->term);
-    previous_term = entry->term;
-    ++expected;
+    run_starts_.push_back(expected);
+    expected = expected + run->size();
   }
   if (!it->status().ok()) {
     return FromLevelDbRead(it->status(),
@@ -292,6 +305,59 @@ absl::Status LevelDbLogStorage::Load() {
         (LastIndex() + 1).value(), " to ", hard_state_.commit_index.value(), " are missing")));
   }
   return absl::OkStatus();
+}
+
+absl::Status LevelDbLogStorage::ConvertOneEntryPerKeyLog(const Metadata& metadata) {
+  // Read and check every version-1 record as version 1's Open did...
+  const leveldb::ReadOptions ro = VerifyingReads(/*fill_cache=*/false);
+  std::vector<Entry> entries;
+  Index expected = snapshot_.index + 1;
+  Term previous_term = snapshot_.term;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
+  for (it->Seek(std::string(1, storage::kEntryPrefix)); it->Valid(); it->Next()) {
+    std::optional<Index> index = ParseEntryKey(View(it->key()));
+    if (!index) {
+      if (View(it->key())[0] != storage::kEntryPrefix) break;  // past the entry keys
+      return absl::DataLossError(Describe(absl::StrCat("converting from format version 1: unexpected key \"",
+                                                       absl::CHexEscape(View(it->key())), "\"")));
+    }
+    if (*index != expected) {
+      if (!it->status().ok()) return FromLevelDbRead(it->status(), "reading the version 1 entries");
+      return absl::DataLossError(Describe(absl::StrCat(
+          "converting from format version 1: entry ", expected.value(),
+          " is missing (the next stored entry is ", index->value(), ")")));
+    }
+    absl::StatusOr<Entry> entry = DecodeEntry(View(it->value()));
+    if (!entry.ok()) {
+      return absl::DataLossError(Describe(absl::StrCat("converting from format version 1: entry ",
+                                                       expected.value(), " ", entry.status().message())));
+    }
+    if (entry->index != expected || entry->term < previous_term) {
+      return absl::DataLossError(Describe(absl::StrCat(
+          "converting from format version 1: the record stored as entry ", expected.value(),
+          " holds entry ", entry->index.value(), " of term ", entry->term.value())));
+    }
+    previous_term = entry->term;
+    entries.push_back(*std::move(entry));
+    ++expected;
+  }
+  if (!it->status().ok()) return FromLevelDbRead(it->status(), "reading the version 1 entries");
+  it.reset();
+
+  // ...then replace them with runs and stamp version 2, in one synced batch:
+  // a crash leaves either the old log or the new one.
+  leveldb::WriteBatch wb;
+  for (const Entry& e : entries) wb.Delete(EntryKey(e.index));
+  constexpr size_t kMaxRunEntries = 1024;
+  for (size_t from = 0; from < entries.size(); from += kMaxRunEntries) {
+    const size_t n = std::min(kMaxRunEntries, entries.size() - from);
+    wb.Put(EntryKey(entries[from].index),
+           storage::EncodeEntryRun(absl::MakeConstSpan(entries).subspan(from, n)));
+  }
+  Metadata converted = metadata;
+  converted.format_version = storage::kFormatVersion;
+  wb.Put(ToSlice(storage::kMetadataKey), EncodeMetadata(converted));
+  return Commit(wb, /*sync=*/true, "converting the log from format version 1");
 }
 
 absl::StatusOr<Term> LevelDbLogStorage::TermAt(Index i) const {
@@ -329,35 +395,52 @@ absl::StatusOr<std::vector<Entry>> LevelDbLogStorage::Entries(Index lo, Index hi
   return out;
 }
 
+size_t LevelDbLogStorage::RunHolding(Index i) const {
+  auto after = std::upper_bound(run_starts_.begin(), run_starts_.end(), i);
+  return static_cast<size_t>(after - run_starts_.begin()) - 1;
+}
+
+Index LevelDbLogStorage::RunEnd(size_t run) const {
+  return run + 1 < run_starts_.size() ? Index(run_starts_[run + 1].value() - 1) : LastIndex();
+}
+
 absl::StatusOr<bool> LevelDbLogStorage::ReadEntries(Index lo, Index hi, uint64_t max_bytes,
                                                     uint64_t& bytes, std::vector<Entry>& out) const {
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(VerifyingReads(/*fill_cache=*/true)));
-  it->Seek(EntryKey(lo));
-  for (Index i = lo; i < hi; ++i, it->Next()) {
-    if (!it->Valid() || ParseEntryKey(View(it->key())) != i) {
+  size_t run = RunHolding(lo);
+  it->Seek(EntryKey(run_starts_[run]));
+  for (Index i = lo; i < hi; ++run, it->Next()) {
+    const Index start = run_starts_[run];
+    if (!it->Valid() || ParseEntryKey(View(it->key())) != start) {
       if (!it->status().ok()) {
         return FromLevelDbRead(it->status(), absl::StrCat("reading entry ", i.value()));
       }
       return absl::DataLossError(Describe(absl::StrCat(
-          "entry ", i.value(), " is missing from the database, though it was there at Open")));
+          "entry ", start.value(), " is missing from the database, though it was there at Open")));
     }
-    absl::StatusOr<Entry> entry = DecodeEntry(View(it->value()));
-    if (!entry.ok()) {
-      return absl::DataLossError(
-          Describe(absl::StrCat("entry ", i.value(), " ", entry.status().message())));
+    absl::StatusOr<std::vector<Entry>> entries = DecodeEntryRun(View(it->value()));
+    if (!entries.ok()) {
+      return absl::DataLossError(Describe(
+          absl::StrCat("entry ", start.value(), " (the first of its record) ", entries.status().message())));
     }
-    if (entry->index != i) {
+    if (entries->front().index != start || entries->back().index != RunEnd(run)) {
       return absl::DataLossError(Describe(absl::StrCat(
-          "the record stored as entry ", i.value(), " holds entry ", entry->index.value())));
+          "the record stored as entry ", start.value(), " holds entries ", entries->front().index.value(),
+          " to ", entries->back().index.value(), ", not ", start.value(), " to ", RunEnd(run).value())));
     }
-    if (Term loaded = terms_[i - FirstIndex()]; entry->term != loaded) {
-      return absl::DataLossError(Describe(absl::StrCat("entry ", i.value(), " has term ",
-                                                       entry->term.value(), " on disk but ",
-                                                       loaded.value(), " in memory")));
+    for (Entry& entry : *entries) {
+      if (entry.index < i) continue;
+      if (entry.index >= hi) break;
+      if (Term loaded = terms_[entry.index - FirstIndex()]; entry.term != loaded) {
+        return absl::DataLossError(Describe(absl::StrCat("entry ", entry.index.value(), " has term ",
+                                                         entry.term.value(), " on disk but ",
+                                                         loaded.value(), " in memory")));
+      }
+      bytes += entry.ByteSize();
+      if (!out.empty() && bytes > max_bytes) return false;
+      out.push_back(std::move(entry));
+      ++i;
     }
-    bytes += entry->ByteSize();
-    if (!out.empty() && bytes > max_bytes) return false;
-    out.push_back(*std::move(entry));
   }
   return true;
 }
@@ -426,9 +509,8 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
   if (absl::Status s = CheckWritable(); !s.ok()) return s;
   if (!batch.hard_state && !batch.snapshot && batch.entries.empty()) return absl::OkStatus();
 
-  // Build and validate the whole batch against the log as it will be after
-  // the snapshot, before writing anything: a rejected batch changes nothing.
-  leveldb::WriteBatch wb;
+  // Validate the whole batch against the log as it will be after the
+  // snapshot, before writing anything: a rejected batch changes nothing.
   Index first_kept = FirstIndex();  // after the snapshot step
   Index last = LastIndex();         // after the snapshot step
   bool keep_suffix = true;
@@ -439,9 +521,6 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
     // else drop it all.
     absl::StatusOr<Term> term = TermAt(meta.index);
     keep_suffix = term.ok() && *term == meta.term && meta.index >= snapshot_.index;
-    Index delete_through = keep_suffix ? meta.index : last;
-    for (Index i = FirstIndex(); i <= delete_through; ++i) wb.Delete(EntryKey(i));
-    wb.Put(ToSlice(storage::kSnapshotMetaKey), EncodeSnapshotMeta(meta));
     first_kept = meta.index + 1;
     if (!keep_suffix) last = meta.index;
   }
@@ -460,16 +539,33 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
             (first + k).value())));
       }
     }
-    // The new entries replace the stored suffix from `first` on.
-    Index new_last = first + (batch.entries.size() - 1);
-    for (Index i = new_last + 1; i <= last; ++i) wb.Delete(EntryKey(i));
-    for (const Entry& e : batch.entries) wb.Put(EntryKey(e.index), EncodeEntry(e));
+  }
+
+  leveldb::WriteBatch wb;
+  std::optional<std::deque<Index>> new_run_starts;  // unset: run_starts_ + the new run
+  const bool appends = !batch.entries.empty() && batch.entries.front().index == LastIndex() + 1;
+  if (batch.snapshot || (!batch.entries.empty() && !appends)) {
+    // Old entries kept: [first_kept, kept_last]. An empty range when the
+    // snapshot drops the whole log.
+    const Index kept_last =
+        batch.entries.empty() ? last : std::min(last, Index(batch.entries.front().index.value() - 1));
+    absl::StatusOr<std::deque<Index>> runs = KeepOnly(first_kept, kept_last, wb);
+    if (!runs.ok()) return runs.status();
+    new_run_starts = *std::move(runs);
+  }
+  if (batch.snapshot) wb.Put(ToSlice(storage::kSnapshotMetaKey), EncodeSnapshotMeta(*batch.snapshot));
+  if (!batch.entries.empty()) {
+    // One record for the whole batch: one LevelDB key to insert, flush,
+    // compact and delete instead of one per entry.
+    wb.Put(EntryKey(batch.entries.front().index), storage::EncodeEntryRun(batch.entries));
   }
   if (batch.hard_state) wb.Put(ToSlice(storage::kHardStateKey), EncodeHardState(*batch.hard_state));
 
   if (absl::Status s = Commit(wb, options_.sync && batch.sync, "persist"); !s.ok()) return s;
 
   // Durable: now mirror it in memory.
+  if (new_run_starts) run_starts_ = *std::move(new_run_starts);
+  if (!batch.entries.empty()) run_starts_.push_back(batch.entries.front().index);
   if (batch.snapshot) {
     if (keep_suffix) {
       terms_.erase(terms_.begin(), terms_.begin() + (batch.snapshot->index - snapshot_.index));
@@ -489,6 +585,30 @@ absl::Status LevelDbLogStorage::Persist(const PersistBatch& batch) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::deque<Index>> LevelDbLogStorage::KeepOnly(Index lo, Index hi,
+                                                             leveldb::WriteBatch& wb) const {
+  std::deque<Index> kept;
+  for (size_t run = 0; run < run_starts_.size(); ++run) {
+    const Index start = run_starts_[run];
+    const Index end = RunEnd(run);
+    const Index from = std::max(start, lo);
+    const Index to = std::min(end, hi);
+    if (from == start && to == end) {
+      kept.push_back(start);
+      continue;
+    }
+    // Dropped, or cut: the part kept is written again under its own first
+    // index. Only the runs at the two ends of the kept range can be cut.
+    wb.Delete(EntryKey(start));
+    if (from > to) continue;
+    absl::StatusOr<std::vector<Entry>> part = Entries(from, to + 1, std::numeric_limits<uint64_t>::max());
+    if (!part.ok()) return part.status();
+    wb.Put(EntryKey(from), storage::EncodeEntryRun(*part));
+    kept.push_back(from);
+  }
+  return kept;
+}
+
 absl::Status LevelDbLogStorage::Compact(const SnapshotMeta& meta) {
   if (absl::Status s = CheckWritable(); !s.ok()) return s;
   if (meta.index <= snapshot_.index) return absl::OkStatus();
@@ -503,9 +623,11 @@ absl::Status LevelDbLogStorage::Compact(const SnapshotMeta& meta) {
         meta.index.value(), " has term ", stored.value())));
   }
   leveldb::WriteBatch wb;
-  for (Index i = FirstIndex(); i <= meta.index; ++i) wb.Delete(EntryKey(i));
+  absl::StatusOr<std::deque<Index>> runs = KeepOnly(meta.index + 1, LastIndex(), wb);
+  if (!runs.ok()) return runs.status();
   wb.Put(ToSlice(storage::kSnapshotMetaKey), EncodeSnapshotMeta(meta));
   if (absl::Status s = Commit(wb, options_.sync, "compact"); !s.ok()) return s;
+  run_starts_ = *std::move(runs);
   terms_.erase(terms_.begin(), terms_.begin() + (meta.index - snapshot_.index));
   UncacheThrough(meta.index);
   snapshot_ = meta;

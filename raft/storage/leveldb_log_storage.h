@@ -7,7 +7,10 @@
 // read with verify_checksums, holding four kinds of keys (format.h is the
 // executable form of this list):
 //
-//   "e" + index (8 bytes, big-endian)  one log entry. Big-endian so LevelDB's
+//   "e" + index (8 bytes, big-endian)  a run of log entries with consecutive
+//                                      indexes, stored under the index of its
+//                                      first entry: the entries of one
+//                                      Persist. Big-endian so LevelDB's
 //                                      bytewise order is index order: the log
 //                                      is one contiguous, ordered key range.
 //   "h"                                the hard state (current_term,
@@ -21,16 +24,30 @@
 //                                      ConfState): the compaction point.
 //
 // Every value is crc32c(body) (4 bytes, little-endian) followed by the body,
-// fixed-width fields little-endian. An entry's body is index u64, term u64,
-// type u8, then the data; the index inside the body must equal the index in
-// the key, so a record written under the wrong key is caught too. LevelDB's
+// fixed-width fields little-endian. A run's body is its first index u64 and
+// entry count u32, then for each entry term u64, type u8, data size u32 and
+// the data; the first index inside the body must equal the index in the
+// key, so a record written under the wrong key is caught too.
+//
+// Why runs, not one key per entry (format version 1, until 2026-11-22): a
+// LevelDB key costs a memtable insert, a slot in a table and, at
+// compaction, a tombstone, whatever its size. One key per Persist cut the
+// servers' CPU per put by ~5 % (bench/RESULTS.md). What it costs: a
+// Persist that replaces a log suffix starting inside a run, and a
+// compaction point inside a run, write the kept part of that run again
+// under its new first index (KeepOnly), and a read from disk decodes whole
+// runs. A version 1 directory is rewritten as runs at Open, in one synced
+// batch together with its new version number.
+//
+// LevelDB's
 // own block checksums catch damage to its files; ours catch damage to one
 // value that still parses as a LevelDB record (and bugs that write garbage),
 // and they travel with the record through compactions.
 //
-// Invariants checked at Open (a full scan) and on every read: the entries
-// are exactly [snapshot.index + 1, last] with no gap, every record's
-// checksum matches, every key's index equals its record's index, and terms
+// Invariants checked at Open (a full scan) and on every read: the runs hold
+// exactly [snapshot.index + 1, last] with no gap and no overlap, every
+// record's checksum matches, every key's index equals its record's first
+// index, and terms
 // never decrease (starting from the snapshot's term), and the hard state's
 // commit index is at most the last index (the driver persists a commit index
 // only with or after the entries it covers: a larger one means the tail of
@@ -61,9 +78,10 @@
 //   so the batch survives power loss. With sync = false (tests, benchmarks
 //   only) a process crash keeps it (it is in the page cache) but a power
 //   loss may drop a suffix of recent batches, each still whole.
-// - Crash during Compact. The deletions of the compacted entries and the new
-//   snapshot metadata are one batch: either the old compaction point with
-//   all its entries, or the new one without them. The state machine's
+// - Crash during Compact. The deletions of the compacted runs, the rewrite
+//   of a run cut by the compaction point and the new snapshot metadata are
+//   one batch: either the old compaction point with all its entries, or the
+//   new one without them. The state machine's
 //   snapshot covers at least meta.index before Compact is called, so either
 //   outcome is consistent with it.
 // - Crash while creating the directory or the database. Each directory we
@@ -114,6 +132,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "raft/log_storage.h"
+#include "raft/storage/format.h"
 #include "raft/types.h"
 
 namespace leveldb {
@@ -201,6 +220,17 @@ class LevelDbLogStorage final : public LogStorage {
   absl::Status Commit(leveldb::WriteBatch& batch, bool sync, absl::string_view what);
   // Refuses writes after a failed one.
   absl::Status CheckWritable() const;
+  // Rewrites a log stored as one entry per key (format version 1) as runs,
+  // with the metadata record saying version 2, in one synced batch.
+  absl::Status ConvertOneEntryPerKeyLog(const storage::Metadata& metadata);
+  // The run holding entry i (FirstIndex() <= i <= LastIndex()), as a
+  // position in run_starts_, and the last index of a run.
+  size_t RunHolding(Index i) const;
+  Index RunEnd(size_t run) const;
+  // Adds to `wb` what leaves only entries [lo, hi] of the log stored (none
+  // if hi < lo): runs outside it deleted, runs it cuts written again from
+  // their first kept entry. Returns the run starts that result.
+  absl::StatusOr<std::deque<Index>> KeepOnly(Index lo, Index hi, leveldb::WriteBatch& wb) const;
   // Appends entries [lo, hi) read from LevelDB to `out`, adding their sizes
   // to `bytes` and stopping before the entry that would take it over
   // `max_bytes` (but never with `out` empty). False if it stopped so.
@@ -231,6 +261,10 @@ class LevelDbLogStorage final : public LogStorage {
   // terms_[k] is the term of entry snapshot_.index + 1 + k. Invariant: one
   // per stored entry, so LastIndex() == snapshot_.index + terms_.size().
   std::deque<Term> terms_;
+  // The first index of every stored run, ascending: the runs hold exactly
+  // [FirstIndex(), LastIndex()], so run_starts_.front() == FirstIndex()
+  // unless the log is empty.
+  std::deque<Index> run_starts_;
   // The newest entries, consecutive and ending at LastIndex() (or none);
   // cached_bytes_ is the sum of their ByteSize.
   std::deque<Entry> cached_;

@@ -1025,10 +1025,11 @@ TEST_F(DataDir, TruncatedRaftLogFile) {
 TEST_F(DataDir, CorruptedLogEntry) {
   auto c = StoppedNodeWithData(10);
   ASSERT_NE(c, nullptr);
-  // Flip one byte of entry 5's value (its data, under the CRC).
-  absl::Status corrupted = CorruptLogEntry(c->node(1).data_dir, 5);
-  ASSERT_TRUE(corrupted.ok()) << corrupted;
-  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS", "entry 5", "failed its checksum"});
+  // Flip one byte of the record holding entry 5 (its data, under the CRC).
+  absl::StatusOr<uint64_t> corrupted = CorruptLogEntry(c->node(1).data_dir, 5);
+  ASSERT_TRUE(corrupted.ok()) << corrupted.status();
+  ExpectRefusesToStart(*c, {"cannot start: DATA_LOSS",
+                            "entry " + std::to_string(*corrupted) + " (the first of its record) failed its checksum"});
 }
 
 // LevelDB recreates a database whose directory is gone: a node must not

@@ -1,7 +1,7 @@
 // libFuzzer target: every decoder of bytes that come back from disk or from
 // a peer, outside the Raft core.
 //
-//   raft/storage/format.h  entry, hard state, snapshot meta, metadata records
+//   raft/storage/format.h  entry run, entry, hard state, snapshot meta, metadata records
 //                          and entry keys of the LevelDB Raft log
 //   kv/command.h           DecodeCommand, DecodeCommandResult
 //   kv/snapshot_format.h   SnapshotImageParser, fed in arbitrary pieces
@@ -79,7 +79,24 @@ void CheckFailure(const absl::Status& s, absl::StatusCode want, const char* what
 
 // --- raft/storage/format.h -------------------------------------------------
 
+// The value of an entry key: a run of entries, or (format version 1, read
+// to convert it) a single entry. Both decoders get every input.
+void FuzzEntryRun(const std::string& value) {
+  auto run = storage::DecodeEntryRun(value);
+  if (!run.ok()) return CheckFailure(run.status(), absl::StatusCode::kDataLoss, "DecodeEntryRun");
+  FUZZ_CHECK(!run->empty(), "DecodeEntryRun accepted a run without entries");
+  for (size_t k = 0; k < run->size(); ++k) {
+    const raft::Entry& e = (*run)[k];
+    FUZZ_CHECK(static_cast<uint8_t>(e.type) <= static_cast<uint8_t>(raft::EntryType::kConfChange),
+               "DecodeEntryRun accepted entry type %d", static_cast<int>(e.type));
+    FUZZ_CHECK(e.index.value() != 0 && e.index == run->front().index + k,
+               "DecodeEntryRun gave entry %zu index %llu", k, static_cast<unsigned long long>(e.index.value()));
+  }
+  FUZZ_CHECK(storage::EncodeEntryRun(*run) == value, "EncodeEntryRun(DecodeEntryRun(b)) != b");
+}
+
 void FuzzEntry(const std::string& value) {
+  FuzzEntryRun(value);
   auto e = storage::DecodeEntry(value);
   if (!e.ok()) return CheckFailure(e.status(), absl::StatusCode::kDataLoss, "DecodeEntry");
   FUZZ_CHECK(static_cast<uint8_t>(e->type) <= static_cast<uint8_t>(raft::EntryType::kConfChange),
@@ -112,8 +129,9 @@ void FuzzMetadata(const std::string& value) {
                                       : absl::StatusCode::kDataLoss;
     return CheckFailure(m.status(), want, "DecodeMetadata");
   }
-  FUZZ_CHECK(m->format_version == storage::kFormatVersion, "DecodeMetadata accepted version %u",
-             m->format_version);
+  FUZZ_CHECK(m->format_version == storage::kFormatVersion ||
+                 m->format_version == storage::kOneEntryPerKeyFormatVersion,
+             "DecodeMetadata accepted version %u", m->format_version);
   FUZZ_CHECK(storage::EncodeMetadata(*m) == value, "EncodeMetadata(DecodeMetadata(b)) != b");
 }
 

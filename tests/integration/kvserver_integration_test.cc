@@ -315,16 +315,18 @@ TEST_F(IntegrationTest, CorruptedLogEntryIsDetectedAtStart) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(c->Put("c" + std::to_string(i), "x").ok());
   const uint64_t victim = *leader_ == 3 ? 2 : 3;
   cluster_->Terminate(victim);
-  // Flip a byte in the value of entry 5 of the victim's Raft log.
-  absl::Status corrupted = CorruptLogEntry(cluster_->node(victim).data_dir, 5);
-  ASSERT_TRUE(corrupted.ok()) << corrupted;
+  // Flip a byte in the record holding entry 5 of the victim's Raft log.
+  absl::StatusOr<uint64_t> corrupted = CorruptLogEntry(cluster_->node(victim).data_dir, 5);
+  ASSERT_TRUE(corrupted.ok()) << corrupted.status();
   ASSERT_TRUE(cluster_->Restart(victim));
   auto code = cluster_->WaitExit(victim, absl::Seconds(10));
   ASSERT_TRUE(code.has_value()) << "a node with a corrupted log must refuse to start";
   EXPECT_NE(*code, 0);
   const std::string log = cluster_->LogTail(victim, 5);
   EXPECT_NE(log.find("DATA_LOSS"), std::string::npos) << log;
-  EXPECT_NE(log.find("entry 5"), std::string::npos) << log;
+  EXPECT_NE(log.find("entry " + std::to_string(*corrupted) + " (the first of its record) failed its checksum"),
+            std::string::npos)
+      << log;
 }
 
 // A refused read carries "quorumkv-not-proposed", as a write refused before

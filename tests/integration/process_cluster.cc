@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_join.h"
 #include "leveldb/db.h"
+#include "leveldb/iterator.h"
 #include "raft/storage/format.h"
 
 namespace quorumkv::testing {
@@ -315,21 +316,41 @@ std::string ProcessCluster::LogTail(uint64_t id, int lines) const {
   return out;
 }
 
-absl::Status CorruptLogEntry(const std::string& data_dir, uint64_t index) {
+absl::StatusOr<uint64_t> CorruptLogEntry(const std::string& data_dir, uint64_t index) {
   leveldb::DB* raw = nullptr;
   leveldb::Status s = leveldb::DB::Open(leveldb::Options(), data_dir + "/raft", &raw);
   if (!s.ok()) return absl::InternalError("opening the raft log: " + s.ToString());
   std::unique_ptr<leveldb::DB> db(raw);
-  const std::string key = raft::storage::EntryKey(raft::Index(index));
+  // The record holding `index` is the one with the largest key <= its key.
+  std::string key;
   std::string value;
-  s = db->Get(leveldb::ReadOptions(), key, &value);
-  if (!s.ok() || value.empty()) return absl::NotFoundError("entry " + std::to_string(index) + ": " + s.ToString());
+  {
+    std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+    const std::string wanted = raft::storage::EntryKey(raft::Index(index));
+    it->Seek(wanted);
+    if (!it->Valid() || it->key().ToString() != wanted) {
+      if (it->Valid()) {
+        it->Prev();
+      } else {
+        it->SeekToLast();
+        while (it->Valid() && !raft::storage::ParseEntryKey(it->key().ToString())) it->Prev();
+      }
+    }
+    if (!it->Valid() || !raft::storage::ParseEntryKey(it->key().ToString())) {
+      return absl::NotFoundError("no record holds entry " + std::to_string(index));
+    }
+    key = it->key().ToString();
+    value = it->value().ToString();
+  }
+  auto run = raft::storage::DecodeEntryRun(value);
+  if (!run.ok()) return absl::InternalError("the record before entry " + std::to_string(index) + ": " + run.status().ToString());
+  if (run->back().index.value() < index) return absl::NotFoundError("no record holds entry " + std::to_string(index));
   value[value.size() - 1] ^= 0x5a;
   leveldb::WriteOptions w;
   w.sync = true;
   s = db->Put(w, key, value);
   if (!s.ok()) return absl::InternalError("rewriting entry " + std::to_string(index) + ": " + s.ToString());
-  return absl::OkStatus();
+  return run->front().index.value();
 }
 
 }  // namespace quorumkv::testing

@@ -98,9 +98,10 @@ int FreePort();
 // n distinct such ports, none of them in `avoid`.
 std::vector<int> FreePorts(size_t n, const std::set<int>& avoid = {});
 
-// Flips the last byte of the stored record of entry `index` in the Raft log
-// of a stopped node's data dir, rewritten through LevelDB so that only
-// quorumkv's own CRC can notice.
-absl::Status CorruptLogEntry(const std::string& data_dir, uint64_t index);
+// Flips the last byte of the stored record holding entry `index` (a run of
+// entries, see raft/storage/format.h) in the Raft log of a stopped node's
+// data dir, rewritten through LevelDB so that only quorumkv's own CRC can
+// notice. Returns the first index of that record, which the error names.
+absl::StatusOr<uint64_t> CorruptLogEntry(const std::string& data_dir, uint64_t index);
 
 }  // namespace quorumkv::testing

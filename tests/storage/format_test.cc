@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "raft/storage/crc32c.h"
@@ -143,11 +145,90 @@ TEST(FormatTest, SnapshotMetaRoundTripsWithConfState) {
 TEST(FormatTest, MetadataRoundTripsAndRefusesOtherVersions) {
   Metadata m{kFormatVersion, 0xC1C1, 4};
   EXPECT_EQ(*DecodeMetadata(EncodeMetadata(m)), m);
-  Metadata future{kFormatVersion + 1, 1, 1};
-  auto decoded = DecodeMetadata(EncodeMetadata(future));
-  ASSERT_FALSE(decoded.ok());
-  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(decoded.status().message(), HasSubstr("format version 2"));
+  // Version 1 (one entry per key) is still read, to be converted at Open.
+  Metadata old{kOneEntryPerKeyFormatVersion, 0xC1C1, 4};
+  EXPECT_EQ(*DecodeMetadata(EncodeMetadata(old)), old);
+  for (uint32_t version : {0u, kFormatVersion + 1}) {
+    Metadata other{version, 1, 1};
+    auto decoded = DecodeMetadata(EncodeMetadata(other));
+    ASSERT_FALSE(decoded.ok()) << version;
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(decoded.status().message(), HasSubstr(absl::StrCat("format version ", version, ";")));
+  }
+}
+
+std::vector<Entry> RunOf(uint64_t first, uint64_t n) {
+  std::vector<Entry> out;
+  const EntryType types[] = {EntryType::kNormal, EntryType::kNoOp, EntryType::kConfChange};
+  for (uint64_t k = 0; k < n; ++k) {
+    out.push_back(Entry{Index(first + k), Term(3 + k / 2), types[k % 3],
+                        k == 1 ? std::string() : std::string("a\0b\xff\n", 5) + std::to_string(k)});
+  }
+  return out;
+}
+
+TEST(FormatTest, EntryRunRoundTripsTypesEmptyAndBinaryData) {
+  for (uint64_t n : {1, 2, 3, 100}) {
+    const std::vector<Entry> run = RunOf(41, n);
+    auto decoded = DecodeEntryRun(EncodeEntryRun(run));
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(*decoded, run) << n;
+  }
+  // The last index of the index space is a valid run end.
+  const std::vector<Entry> at_end = RunOf(~0ull - 1, 2);
+  EXPECT_EQ(*DecodeEntryRun(EncodeEntryRun(at_end)), at_end);
+}
+
+TEST(FormatTest, EveryFlippedByteOfAnEntryRunIsDataLoss) {
+  const std::string value = EncodeEntryRun(RunOf(9, 3));
+  for (size_t i = 0; i < value.size(); ++i) {
+    std::string bad = value;
+    bad[i] = static_cast<char>(bad[i] ^ 0x40);
+    auto decoded = DecodeEntryRun(bad);
+    ASSERT_FALSE(decoded.ok()) << "byte " << i;
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(decoded.status().message(), HasSubstr("failed its checksum"));
+  }
+}
+
+TEST(FormatTest, TruncatedEntryRunIsDataLoss) {
+  const std::string value = EncodeEntryRun(RunOf(9, 3));
+  for (size_t n = 0; n < value.size(); ++n) {
+    auto decoded = DecodeEntryRun(value.substr(0, n));
+    ASSERT_FALSE(decoded.ok()) << "length " << n;
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+std::string Le(uint64_t v, int bytes) {
+  std::string out;
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return out;
+}
+
+TEST(FormatTest, EntryRunBodiesThatPassTheChecksumButCannotBeRunsAreDataLoss) {
+  const std::string one_entry = Le(3, 8) + Le(0, 1) + Le(2, 4) + "ab";
+  struct Case {
+    const char* name;
+    std::string body;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"no entries", Le(5, 8) + Le(0, 4), "holds no entries"},
+      {"count beyond the bytes", Le(5, 8) + Le(1000, 4) + one_entry, "undecodable entry run"},
+      {"data beyond the body", Le(5, 8) + Le(1, 4) + Le(3, 8) + Le(0, 1) + Le(9, 4) + "ab" + std::string(11, 'x'),
+       "undecodable entry run"},
+      {"trailing bytes", Le(5, 8) + Le(1, 4) + one_entry + "z", "undecodable entry run"},
+      {"unknown type", Le(5, 8) + Le(1, 4) + Le(3, 8) + Le(9, 1) + Le(2, 4) + "ab", "unknown entry type 9"},
+      {"first index 0", Le(0, 8) + Le(1, 4) + one_entry, "impossible first index 0"},
+      {"past the index space", Le(~0ull, 8) + Le(2, 4) + one_entry + one_entry, "impossible first index"},
+  };
+  for (const Case& c : cases) {
+    auto decoded = DecodeEntryRun(Frame(c.body));
+    ASSERT_FALSE(decoded.ok()) << c.name;
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_THAT(decoded.status().message(), HasSubstr(c.message)) << c.name;
+  }
 }
 
 }  // namespace

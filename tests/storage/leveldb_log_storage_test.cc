@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "leveldb/db.h"
+#include "leveldb/iterator.h"
 #include "leveldb/options.h"
 #include "leveldb/write_batch.h"
 #include "raft/storage/format.h"
@@ -268,6 +270,169 @@ TEST(LevelDbLogStorageTest, EntriesPagesThroughALargeLog) {
   EXPECT_TRUE(all == TestEntries(1, 500));
 }
 
+TEST(LevelDbLogStorageTest, EntriesPagesThroughRunsOnDiskFromTheMiddleOfARun) {
+  TempDir tmp;
+  LevelDbLogStorage::Options options;
+  options.entry_cache_bytes = 0;  // every read decodes runs from LevelDB
+  auto s = MustOpen(tmp.Sub("raft"), options);
+  ASSERT_NE(s, nullptr);
+  WriteLog(*s, 95, 10);  // runs of 10 and a last one of 5
+  for (uint64_t max_bytes : std::vector<uint64_t>{1, 3 * TestEntry(1).ByteSize(), 4096, kNoLimit}) {
+    std::vector<Entry> got;
+    for (Index lo(13); lo < Index(94);) {
+      auto page = s->Entries(lo, Index(94), max_bytes);
+      ASSERT_TRUE(page.ok()) << page.status();
+      ASSERT_FALSE(page->empty());
+      lo = lo + page->size();
+      got.insert(got.end(), page->begin(), page->end());
+    }
+    EXPECT_TRUE(got == TestEntries(13, 93)) << "max_bytes " << max_bytes;
+  }
+}
+
+void ExpectOpenFailsWith(const std::string& dir, absl::StatusCode code,
+                         const std::vector<std::string>& fragments);
+
+// The keys of the entry records in `dir`, as first indexes.
+std::vector<uint64_t> RunStarts(const std::string& dir) {
+  auto db = OpenRaw(dir);
+  std::vector<uint64_t> out;
+  std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (auto index = storage::ParseEntryKey(it->key().ToString())) out.push_back(index->value());
+  }
+  return out;
+}
+
+std::vector<Entry> RawRun(const std::string& dir, uint64_t first) {
+  auto run = storage::DecodeEntryRun(RawGet(dir, storage::EntryKey(Index(first))));
+  EXPECT_TRUE(run.ok()) << run.status();
+  return run.ok() ? *run : std::vector<Entry>{};
+}
+
+TEST(LevelDbLogStorageTest, EachBatchIsOneRecordAndCutRecordsAreRewritten) {
+  TempDir tmp;
+  const std::string dir = tmp.Sub("raft");
+  {
+    auto s = MustOpen(dir);
+    ASSERT_NE(s, nullptr);
+    WriteLog(*s, 30);
+  }
+  EXPECT_EQ(RunStarts(dir), (std::vector<uint64_t>{1, 11, 21}));
+  std::vector<Entry> replacement = {TestEntry(15), TestEntry(16)};
+  for (Entry& e : replacement) e.term = Term(99);
+  {
+    // A new leader's entries from 15 on: the run 11-20 is cut to 11-14 and
+    // the run 21-30 deleted.
+    auto s = MustOpen(dir);
+    ASSERT_NE(s, nullptr);
+    PersistBatch batch;
+    batch.entries = replacement;
+    // (The test's log "committed" everything; a real one never commits
+    // what a new leader may replace.)
+    batch.hard_state = HardState{Term(99), NodeId(1), Index(14)};
+    ASSERT_TRUE(s->Persist(batch).ok());
+  }
+  EXPECT_EQ(RunStarts(dir), (std::vector<uint64_t>{1, 11, 15}));
+  EXPECT_TRUE(RawRun(dir, 11) == TestEntries(11, 14));
+  EXPECT_TRUE(RawRun(dir, 15) == replacement);
+  {
+    // A compaction inside a run: 1-10 deleted, 11-14 cut to 13-14.
+    auto s = MustOpen(dir);
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->Compact(SnapshotMeta{Index(12), TestEntry(12).term, {}}).ok());
+  }
+  EXPECT_EQ(RunStarts(dir), (std::vector<uint64_t>{13, 15}));
+  EXPECT_TRUE(RawRun(dir, 13) == TestEntries(13, 14));
+  auto s = MustOpen(dir);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->FirstIndex(), Index(13));
+  auto entries = s->Entries(Index(13), Index(17), kNoLimit);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  std::vector<Entry> expected = TestEntries(13, 14);
+  expected.insert(expected.end(), replacement.begin(), replacement.end());
+  EXPECT_TRUE(*entries == expected);
+}
+
+// A directory written by a build that stored one entry per key.
+void WriteOneEntryPerKeyLog(const std::string& dir, uint64_t snapshot_index, uint64_t last,
+                            std::optional<uint64_t> damaged = std::nullopt) {
+  leveldb::Options options;
+  options.create_if_missing = true;
+  leveldb::DB* raw = nullptr;
+  ASSERT_TRUE(leveldb::DB::Open(options, dir, &raw).ok());
+  std::unique_ptr<leveldb::DB> db(raw);
+  leveldb::WriteBatch wb;
+  storage::Metadata metadata{storage::kOneEntryPerKeyFormatVersion, 0xC1, 2};
+  wb.Put(std::string(storage::kMetadataKey), storage::EncodeMetadata(metadata));
+  wb.Put(std::string(storage::kHardStateKey),
+         storage::EncodeHardState(HardState{TestEntry(last).term, NodeId(1), Index(last)}));
+  wb.Put(std::string(storage::kSnapshotMetaKey),
+         storage::EncodeSnapshotMeta(SnapshotMeta{Index(snapshot_index), TestEntry(snapshot_index).term, {}}));
+  for (uint64_t i = snapshot_index + 1; i <= last; ++i) {
+    std::string value = storage::EncodeEntry(TestEntry(i));
+    if (damaged == i) value[20] = static_cast<char>(value[20] ^ 1);
+    wb.Put(storage::EntryKey(Index(i)), value);
+  }
+  leveldb::WriteOptions wo;
+  wo.sync = true;
+  ASSERT_TRUE(db->Write(wo, &wb).ok());
+}
+
+TEST(LevelDbLogStorageTest, ConvertsALogOfFormatVersion1AtOpen) {
+  TempDir tmp;
+  const std::string dir = tmp.Sub("raft");
+  std::filesystem::create_directories(dir);
+  WriteOneEntryPerKeyLog(dir, 4, 2500);
+  for (int open = 0; open < 2; ++open) {  // converted, then opened as version 2
+    auto s = MustOpen(dir);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->FirstIndex(), Index(5));
+    EXPECT_EQ(s->LastIndex(), Index(2500));
+    EXPECT_EQ(s->identity(), (StorageIdentity{0xC1, NodeId(2)}));
+    EXPECT_EQ(s->hard_state(), (HardState{TestEntry(2500).term, NodeId(1), Index(2500)}));
+    auto entries = s->Entries(Index(5), Index(2501), kNoLimit);
+    ASSERT_TRUE(entries.ok()) << entries.status();
+    EXPECT_TRUE(*entries == TestEntries(5, 2500));
+  }
+  // Runs of at most 1024 entries; no version 1 record is left.
+  EXPECT_EQ(RunStarts(dir), (std::vector<uint64_t>{5, 1029, 2053}));
+  auto metadata = storage::DecodeMetadata(RawGet(dir, std::string(storage::kMetadataKey)));
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  EXPECT_EQ(metadata->format_version, storage::kFormatVersion);
+  // And the converted log takes writes.
+  auto s = MustOpen(dir);
+  ASSERT_NE(s, nullptr);
+  PersistBatch batch;
+  batch.entries = TestEntries(2501, 2510);
+  ASSERT_TRUE(s->Persist(batch).ok());
+}
+
+TEST(LevelDbLogStorageTest, DamagedLogOfFormatVersion1IsRefusedAndLeftUnconverted) {
+  TempDir tmp;
+  const std::string dir = tmp.Sub("raft");
+  std::filesystem::create_directories(dir);
+  WriteOneEntryPerKeyLog(dir, 0, 40, /*damaged=*/17);
+  ExpectOpenFailsWith(dir, absl::StatusCode::kDataLoss,
+                      {"converting from format version 1: entry 17 failed its checksum"});
+  auto metadata = storage::DecodeMetadata(RawGet(dir, std::string(storage::kMetadataKey)));
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  EXPECT_EQ(metadata->format_version, storage::kOneEntryPerKeyFormatVersion);
+  EXPECT_EQ(RunStarts(dir).size(), 40u);
+}
+
+TEST(LevelDbLogStorageTest, LogOfFormatVersion1WithAStrayEntryKeyIsRefusedAndLeftUnconverted) {
+  TempDir tmp;
+  const std::string dir = tmp.Sub("raft");
+  std::filesystem::create_directories(dir);
+  WriteOneEntryPerKeyLog(dir, 0, 40);
+  RawPut(dir, std::string("e\x01", 2), "a key one byte long after its prefix");
+  ExpectOpenFailsWith(dir, absl::StatusCode::kDataLoss, {"converting from format version 1: unexpected key"});
+  auto metadata = storage::DecodeMetadata(RawGet(dir, std::string(storage::kMetadataKey)));
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  EXPECT_EQ(metadata->format_version, storage::kOneEntryPerKeyFormatVersion);
+}
+
 TEST(LevelDbLogStorageTest, CreatesMissingParentDirectories) {
   TempDir tmp;
   const std::string dir = tmp.Sub("a/b/c/raft");
@@ -472,34 +637,50 @@ class DamagedRecordTest : public ::testing::Test {
   const std::string dir_ = tmp_.Sub("raft");
 };
 
+// WriteLog's batches of 10 are stored as two runs: entries 1-10 under
+// EntryKey(1) and 11-20 under EntryKey(11).
 TEST_F(DamagedRecordTest, GarbageUnderAnEntryKey) {
-  RawPut(dir_, storage::EntryKey(Index(5)), "garbage that is no record at all");
-  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss, {"entry 5 failed its checksum"});
+  RawPut(dir_, storage::EntryKey(Index(11)), "garbage that is no record at all");
+  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
+                      {"entry 11 (the first of its record) failed its checksum"});
 }
 
 TEST_F(DamagedRecordTest, OneFlippedByteInAnEntryValue) {
-  std::string value = RawGet(dir_, storage::EntryKey(Index(7)));
+  std::string value = RawGet(dir_, storage::EntryKey(Index(1)));
   ASSERT_GT(value.size(), 100u);
   value[100] = static_cast<char>(value[100] ^ 1);
-  RawPut(dir_, storage::EntryKey(Index(7)), value);
-  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss, {"entry 7 failed its checksum"});
+  RawPut(dir_, storage::EntryKey(Index(1)), value);
+  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
+                      {"entry 1 (the first of its record) failed its checksum"});
 }
 
 TEST_F(DamagedRecordTest, TooShortForAChecksum) {
-  RawPut(dir_, storage::EntryKey(Index(3)), "ab");
-  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss, {"entry 3 is truncated"});
+  RawPut(dir_, storage::EntryKey(Index(11)), "ab");
+  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss, {"entry 11 (the first of its record) is truncated"});
 }
 
 TEST_F(DamagedRecordTest, ValidRecordUnderTheWrongKey) {
-  RawPut(dir_, storage::EntryKey(Index(4)), storage::EncodeEntry(TestEntry(6)));
+  RawPut(dir_, storage::EntryKey(Index(11)), storage::EncodeEntryRun(TestEntries(12, 20)));
   ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
-                      {"the record stored as entry 4 holds entry 6"});
+                      {"the record stored as entry 11 holds entries from 12"});
+}
+
+TEST_F(DamagedRecordTest, RecordsThatOverlap) {
+  // A run under key 15 although the run under 11 already holds 11-20.
+  RawPut(dir_, storage::EntryKey(Index(15)), storage::EncodeEntryRun(TestEntries(15, 16)));
+  ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
+                      {"entry 15 is at or below the last entry 20 of the record before it"});
 }
 
 TEST_F(DamagedRecordTest, GapInTheMiddle) {
-  RawDelete(dir_, storage::EntryKey(Index(12)));
+  {
+    auto s = MustOpen(dir_);
+    ASSERT_NE(s, nullptr);
+    WriteLog(*s, 30);  // runs at 1, 11 and 21
+  }
+  RawDelete(dir_, storage::EntryKey(Index(11)));
   ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
-                      {"entry 12 is missing", "next stored entry is 13"});
+                      {"entry 11 is missing", "next stored entry is 21"});
 }
 
 TEST_F(DamagedRecordTest, FirstEntryMissing) {
@@ -508,10 +689,10 @@ TEST_F(DamagedRecordTest, FirstEntryMissing) {
 }
 
 TEST_F(DamagedRecordTest, CommittedTailMissing) {
-  // Entries 18..20 vanish: no gap is left, but the hard state commits 20.
-  for (uint64_t i = 18; i <= 20; ++i) RawDelete(dir_, storage::EntryKey(Index(i)));
+  // Entries 11..20 vanish: no gap is left, but the hard state commits 20.
+  RawDelete(dir_, storage::EntryKey(Index(11)));
   ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
-                      {"commit index 20 is beyond the last entry 17"});
+                      {"commit index 20 is beyond the last entry 10"});
 }
 
 TEST_F(DamagedRecordTest, EntryAtOrBelowTheSnapshot) {
@@ -520,15 +701,15 @@ TEST_F(DamagedRecordTest, EntryAtOrBelowTheSnapshot) {
     ASSERT_NE(s, nullptr);
     ASSERT_TRUE(s->Compact(SnapshotMeta{Index(10), TestEntry(10).term, {}}).ok());
   }
-  RawPut(dir_, storage::EntryKey(Index(9)), storage::EncodeEntry(TestEntry(9)));
+  RawPut(dir_, storage::EntryKey(Index(9)), storage::EncodeEntryRun(TestEntries(9, 9)));
   ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss,
                       {"entry 9 is at or below the snapshot index 10"});
 }
 
 TEST_F(DamagedRecordTest, TermGoesBackwards) {
-  Entry e = TestEntry(15);
-  e.term = Term(0);
-  RawPut(dir_, storage::EntryKey(Index(15)), storage::EncodeEntry(e));
+  std::vector<Entry> run = TestEntries(11, 20);
+  run[4].term = Term(0);  // entry 15
+  RawPut(dir_, storage::EntryKey(Index(11)), storage::EncodeEntryRun(run));
   ExpectOpenFailsWith(dir_, absl::StatusCode::kDataLoss, {"entry 15 has term 0, lower than"});
 }
 
@@ -553,7 +734,7 @@ TEST_F(DamagedRecordTest, OtherFormatVersion) {
   storage::Metadata future;
   future.format_version = storage::kFormatVersion + 1;
   RawPut(dir_, std::string(storage::kMetadataKey), storage::EncodeMetadata(future));
-  ExpectOpenFailsWith(dir_, absl::StatusCode::kFailedPrecondition, {"format version 2"});
+  ExpectOpenFailsWith(dir_, absl::StatusCode::kFailedPrecondition, {"format version 3;"});
 }
 
 TEST_F(DamagedRecordTest, UnexpectedKey) {
