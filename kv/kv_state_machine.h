@@ -123,7 +123,7 @@ struct KvOptions {
   // walks the skip list through cache misses, more of them the larger it
   // is; with the key size cache sparing puts their read, a 2 MiB memtable
   // took ~5 % off the servers' CPU per put against 16 MiB, and reads did
-  // not slow down (bench/RESULTS.md, 23:55 run).
+  // not slow down (bench/RESULTS.md, "What changed since the 21:55 run").
   size_t write_buffer_bytes = 2 << 20;
   int bloom_filter_bits_per_key = 10;
 

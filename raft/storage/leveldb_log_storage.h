@@ -154,7 +154,8 @@ struct LevelDbLogStorageOptions {
   // LevelDB's memtable size before it is flushed to a table file. Appends
   // come in index order, so a large memtable costs little per insert, and
   // fewer flushes cost less: 4 -> 16 MiB took 2-3 % off the servers' CPU
-  // per put (bench/RESULTS.md, 23:55 run); 1 MiB cost 5 % more.
+  // per put, 1 MiB cost 5 % more (bench/RESULTS.md, "What changed since
+  // the 21:55 run").
   size_t write_buffer_bytes = 16 << 20;
   // The newest entries kept in memory once written (by Entry::ByteSize);
   // 0 keeps none, and every Entries call reads LevelDB.
