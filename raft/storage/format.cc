@@ -133,8 +133,9 @@ std::string EncodeEntryRun(absl::Span<const Entry> entries) {
     out += e.data;
   }
   // Framed in place: a run is the largest record, not worth a second copy.
-  const uint32_t crc = Crc32c(absl::string_view(out).substr(kCrcSize));
-  for (size_t i = 0; i < kCrcSize; ++i) out[i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  std::string crc;
+  PutLe(crc, Crc32c(absl::string_view(out).substr(kCrcSize)), kCrcSize);
+  out.replace(0, kCrcSize, crc);
   return out;
 }
 

@@ -35,15 +35,18 @@ std::unique_ptr<quorumkv::v1::KV::Stub> NodeStub(ProcessCluster& c, uint64_t id)
       grpc::CreateChannel(c.node(id).client_endpoint(), grpc::InsecureChannelCredentials()));
 }
 
-// One Put of "v" through `stub` with the given deadline.
-grpc::Status PutOnce(quorumkv::v1::KV::Stub& stub, const std::string& key, absl::Duration deadline) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+// One Put of "v" through `stub` (a gRPC client stub) with the given
+// deadline; `ctx`, if given, keeps the trailers.
+grpc::Status PutOnce(quorumkv::v1::KV::Stub& stub, const std::string& key, absl::Duration deadline,
+                     grpc::ClientContext* ctx = nullptr) {
+  grpc::ClientContext own;
+  if (ctx == nullptr) ctx = &own;
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   quorumkv::v1::PutRequest req;
   req.set_key(key);
   req.set_value("v");
   quorumkv::v1::PutResponse resp;
-  return stub.Put(&ctx, req, &resp);
+  return stub.Put(ctx, req, &resp);
 }
 
 // One Get through `stub` with a 2 s deadline; `ctx` keeps the trailers.
@@ -384,12 +387,8 @@ TEST_F(IntegrationTest, WritesRefusedByThePendingBoundCarryTheNotProposedTrailer
       auto stub = NodeStub(*cluster_, *leader_);
       for (int i = 0; i < 2000 && absl::Now() < stop_at && exhausted.load() < 20; ++i) {
         grpc::ClientContext ctx;
-        ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-        quorumkv::v1::PutRequest req;
-        req.set_key("pending-" + std::to_string(t) + "-" + std::to_string(i));
-        req.set_value("v");
-        quorumkv::v1::PutResponse resp;
-        const grpc::Status s = stub->Put(&ctx, req, &resp);
+        const grpc::Status s =
+            PutOnce(*stub, "pending-" + std::to_string(t) + "-" + std::to_string(i), absl::Seconds(2), &ctx);
         if (s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) continue;
         ++exhausted;
         const auto& trailers = ctx.GetServerTrailingMetadata();
